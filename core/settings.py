@@ -1,0 +1,71 @@
+"""All configuration, from the environment (prefix FOODLAB_), in one place."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FOODLAB_", extra="ignore")
+
+    home: Path = Field(Path("var"), description="embedded database, broker, datasets, checkpoints")
+    database_url: str | None = Field(None, description="default: SQLite in FOODLAB_HOME")
+    broker_url: str | None = Field(None, description="default: Celery filesystem transport")
+    api_tokens: str = Field("", description="comma-separated bearer tokens; empty: no auth")
+    allow_insecure: bool = Field(False, description="serve a non-loopback address with no tokens")
+    datasets_root: Path | None = Field(
+        None, description="server-side folders under this root may be registered as datasets"
+    )
+    max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1)
+    max_unpacked_bytes: int = Field(4 * 1024 * 1024 * 1024, ge=1)
+    max_archive_files: int = Field(200_000, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1, description="larger images are refused")
+    max_predict_files: int = Field(32, ge=1)
+    max_predict_bytes: int = Field(20 * 1024 * 1024, ge=1, description="per predict request")
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    stale_after_seconds: float = Field(60.0, gt=0, description="heartbeat age that means dead")
+    worker_device: str = Field("auto", description="auto, cpu or cuda")
+    worker_queue: str | None = Field(None, description="default: gpu when CUDA is present")
+    model_cache_size: int = Field(4, ge=1, description="inference bundles kept in memory")
+
+    @field_validator("home", "datasets_root")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @property
+    def tokens(self) -> set[str]:
+        return {token.strip() for token in self.api_tokens.split(",") if token.strip()}
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'foodlab.db'}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.home / "broker"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.home / "checkpoints"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,164 @@
+"""Validated, torch-free specifications shared by the API, the workers and the engine.
+
+A job is fully described by a `TrainSpec`: what to build (`ArchitectureSpec`) and how to
+train it (`Hyperparameters`). The engine reports each epoch as an `EpochMetrics`, which is
+also what the database stores and the API returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Optimizer = Literal["sgd", "adam", "adamw"]
+Scheduler = Literal["none", "step", "cosine", "onecycle"]
+Augmentation = Literal["none", "standard", "strong"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class SpecError(ValueError):
+    """Invalid user input; `field` names what was wrong (dotted path) for 4xx/CLI messages."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class Hyperparameters(BaseModel):
+    """How to train. Defaults are the reference study's settings (see `PRESETS`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(8, ge=1, le=1000)
+    lr: float = Field(1e-3, gt=0, le=10, description="peak learning rate")
+    batch_size: int = Field(32, ge=1, le=4096, description="training batch size")
+    eval_batch_size: int = Field(64, ge=1, le=4096, description="validation batch size")
+    optimizer: Optimizer = "sgd"
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (adam: beta1 unused)")
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    scheduler: Scheduler = "none"
+    warmup_epochs: int = Field(0, ge=0, le=100)
+    step_size: int = Field(10, ge=1, description="epochs between decays for scheduler=step")
+    gamma: float = Field(0.1, gt=0, le=1, description="decay factor for scheduler=step")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0, description="max global gradient norm")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="stop after this many epochs without a better validation score"
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="initialisation and shuffling seed")
+    split_seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the train/val split")
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    image_size: int = Field(224, ge=16, le=1024)
+    augmentation: Augmentation = "none"
+    num_workers: int = Field(0, ge=0, le=64, description="data-loader worker processes")
+    pretrained_weights: str | None = Field(
+        None, description="path to a torchvision-format state_dict to initialise from"
+    )
+    compile: bool = Field(False, description="wrap the model in torch.compile")
+    device: Device = "auto"
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> Hyperparameters:
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
+            raise ValueError("warmup_epochs must be smaller than epochs")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs optimizer 'sgd' with momentum > 0")
+        return self
+
+
+# The reference study: plain SGD, lr 1e-3, batch 32/64, 8 epochs, 224x224, 80/20 split.
+REFERENCE = Hyperparameters()
+
+# Why each choice is in README.md ("The recommended preset").
+RECOMMENDED = Hyperparameters(
+    epochs=30,
+    lr=0.05,
+    optimizer="sgd",
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=5e-4,
+    scheduler="cosine",
+    warmup_epochs=2,
+    label_smoothing=0.1,
+    grad_clip=5.0,
+    augmentation="standard",
+)
+
+PRESETS: dict[str, Hyperparameters] = {"reference": REFERENCE, "recommended": RECOMMENDED}
+
+
+def resolve_hyperparameters(
+    preset: str | None = None, overrides: dict[str, Any] | None = None
+) -> Hyperparameters:
+    """Start from a named preset (default: reference) and apply overrides, validated together.
+
+    Raises SpecError naming the first bad field.
+    """
+    name = preset or "reference"
+    if name not in PRESETS:
+        raise SpecError("preset", f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+    merged = PRESETS[name].model_dump() | dict(overrides or {})
+    try:
+        return Hyperparameters.model_validate(merged)
+    except ValidationError as exc:
+        raise spec_error_from(exc, prefix="hyperparameters") from None
+
+
+def spec_error_from(exc: ValidationError, prefix: str = "") -> SpecError:
+    """The first pydantic error as a SpecError with a dotted field path."""
+    first = exc.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    field = ".".join(p for p in (prefix, loc) if p) or prefix or "input"
+    return SpecError(field, first["msg"])
+
+
+class ArchitectureSpec(BaseModel):
+    """Which network: a registry name in `models.ARCHITECTURES` plus its options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, examples=["resnet34"])
+    options: dict[str, Any] = Field(default_factory=dict, examples=[{"attn": "se"}])
+
+
+class TrainSpec(BaseModel):
+    """Everything that determines a training run (besides the data)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: ArchitectureSpec
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+
+
+STAGES = ("stem", "stage1", "stage2", "stage3", "stage4", "classifier")
+
+
+class BestEpochDetails(BaseModel):
+    """Extra evaluation recorded at the best epoch."""
+
+    class_names: list[str]
+    per_class_accuracy: dict[str, float]
+    confusion_matrix: list[list[int]] = Field(description="rows: true class, columns: predicted")
+    macro_f1: float
+
+
+class EpochMetrics(BaseModel):
+    """What the engine reports at the end of every epoch (1-based)."""
+
+    epoch: int = Field(..., ge=1)
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    epoch_seconds: float
+    train_images_per_second: float
+    generalization_gap: float = Field(description="train_accuracy - val_accuracy")
+    grad_norms: dict[str, float] = Field(
+        default_factory=dict, description="mean per-stage gradient L2 norm over the epoch"
+    )
+    is_best: bool = False
+    best_details: BestEpochDetails | None = None

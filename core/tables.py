@@ -1,0 +1,182 @@
+"""Database tables (SQLAlchemy 2 typed ORM). The schema changes only through Alembic migrations."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    ForeignKey,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Named constraints so that migrations can refer to (and drop) them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC (portable across SQLite and PostgreSQL), returned timezone-aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(Text, doc="folder in ImageFolder layout")
+    source: Mapped[str] = mapped_column(String(20), doc="upload or folder")
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    classes: Mapped[list[Any]] = mapped_column(default=list)
+    counts: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, doc="{class: {total, train, val}} for the default split"
+    )
+    skipped: Mapped[list[Any]] = mapped_column(default=list, doc="[{file, reason}]")
+    num_images: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    jobs: Mapped[list[Job]] = relationship(back_populates="dataset")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(JobStatus, native_enum=False, length=20), default=JobStatus.queued, index=True
+    )
+    architecture: Mapped[str] = mapped_column(String(100), index=True)
+    architecture_options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    preset: Mapped[str | None] = mapped_column(String(50))
+    queue: Mapped[str] = mapped_column(String(50), default="cpu")
+    group_id: Mapped[str | None] = mapped_column(String(36), index=True, doc="repeats share it")
+    repeat_index: Mapped[int] = mapped_column(default=0)
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(200), doc="hostname:pid running it")
+    attempts: Mapped[int] = mapped_column(default=0, doc="times a worker started it")
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+
+    progress_epoch: Mapped[int] = mapped_column(default=0)
+    progress_batch: Mapped[int] = mapped_column(default=0)
+    progress_total_batches: Mapped[int] = mapped_column(default=0)
+    progress_percent: Mapped[float] = mapped_column(default=0.0)
+    eta_seconds: Mapped[float | None]
+
+    num_parameters: Mapped[int | None]
+    gflops: Mapped[float | None]
+    device: Mapped[str | None] = mapped_column(String(50))
+    run_info: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, doc="split sizes, skipped files, class names"
+    )
+    best_epoch: Mapped[int | None]
+    best_val_accuracy: Mapped[float | None]
+    best_val_loss: Mapped[float | None]
+    best_details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    promoted_at: Mapped[datetime | None] = mapped_column(doc="explicitly chosen to serve")
+
+    error_message: Mapped[str | None] = mapped_column(Text)
+    error_traceback: Mapped[str | None] = mapped_column(Text)
+
+    dataset: Mapped[Dataset] = relationship(back_populates="jobs")
+    metrics: Mapped[list[EpochMetric]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", order_by="EpochMetric.epoch"
+    )
+    checkpoints: Mapped[list[Checkpoint]] = relationship(
+        back_populates="job", cascade="all, delete-orphan"
+    )
+
+
+class EpochMetric(Base):
+    """One row per (job, epoch): a retried or resumed job can never duplicate an epoch."""
+
+    __tablename__ = "epoch_metrics"
+    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch_metrics_job_epoch"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    epoch: Mapped[int]
+    train_loss: Mapped[float]
+    train_accuracy: Mapped[float]
+    val_loss: Mapped[float]
+    val_accuracy: Mapped[float]
+    lr: Mapped[float]
+    epoch_seconds: Mapped[float]
+    train_images_per_second: Mapped[float]
+    generalization_gap: Mapped[float]
+    grad_norms: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    is_best: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="metrics")
+
+
+class Checkpoint(Base):
+    """A file on disk that belongs to a job: last.pt, best.pt or the inference bundle."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("job_id", "kind", name="uq_checkpoints_job_kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20), doc="last, best or bundle")
+    epoch: Mapped[int]
+    path: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="checkpoints")
