@@ -1,0 +1,95 @@
+"""Turning a folder or an uploaded .zip into a registered dataset row.
+
+Torch-free, so the API can inspect uploads without importing training code.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+from sqlalchemy.orm import Session
+
+from core import repository as repo
+from core.archives import dataset_root, extract_zip
+from core.datasets import DatasetScan, SkippedFile, load_or_create_split, scan_dataset
+from core.settings import Settings
+from core.tables import Dataset
+
+DEFAULT_VAL_FRACTION = 0.2
+DEFAULT_SPLIT_SEED = 0
+
+
+def undecodable(scan: DatasetScan, max_pixels: int) -> list[SkippedFile]:
+    """Files that will be skipped: not decodable, or larger than the pixel limit."""
+    skipped = []
+    for relative in scan.files:
+        reason = _image_problem(scan.root / relative, max_pixels)
+        if reason is not None:
+            skipped.append(SkippedFile(relative, reason))
+    return skipped
+
+
+def _image_problem(path: Path, max_pixels: int) -> str | None:
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > max_pixels:
+                return f"{image.width}x{image.height} exceeds the {max_pixels}-pixel limit"
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"cannot decode: {exc}"
+    except Image.DecompressionBombError as exc:
+        return f"decompression bomb: {exc}"
+    return None
+
+
+def class_counts(scan: DatasetScan, settings: Settings) -> dict[str, dict[str, int]]:
+    """Images per class in total and on each side of the default split."""
+    split = load_or_create_split(scan, DEFAULT_VAL_FRACTION, DEFAULT_SPLIT_SEED,
+                                 settings.cache_dir)
+    train = Counter(scan.labels[i] for i in split.train)
+    val = Counter(scan.labels[i] for i in split.val)
+    total = Counter(scan.labels)
+    return {
+        name: {"total": total[label], "train": train[label], "val": val[label]}
+        for label, name in enumerate(scan.class_names)
+    }
+
+
+def register_folder(*, session: Session, settings: Settings, root: Path, name: str,
+                    source: str) -> Dataset:
+    """Scan `root` (raises DatasetError when unusable) and store it as a dataset row."""
+    scan = scan_dataset(root)
+    skipped = undecodable(scan, settings.max_image_pixels)
+    dataset = Dataset(
+        name=name,
+        path=str(root),
+        source=source,
+        fingerprint=scan.fingerprint,
+        classes=list(scan.class_names),
+        counts=class_counts(scan, settings),
+        skipped=[{"file": item.path, "reason": item.reason} for item in skipped],
+        num_images=len(scan.files) - len(skipped),
+    )
+    return repo.add_dataset(session=session, dataset=dataset)
+
+
+def register_archive(*, session: Session, settings: Settings, archive: Path,
+                     name: str) -> Dataset:
+    """Unpack an uploaded .zip under FOODLAB_HOME/datasets and register it.
+
+    On any failure the unpacked files are removed; nothing already stored is touched.
+    """
+    folder = settings.datasets_dir / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    try:
+        extract_zip(archive, folder, max_bytes=settings.max_unpacked_bytes,
+                    max_files=settings.max_archive_files)
+        return register_folder(session=session, settings=settings,
+                               root=dataset_root(folder), name=name, source="upload")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise

@@ -1,0 +1,252 @@
+"""Data access: small functions that take the session as a keyword argument and do one thing.
+
+Both the API and the workers write through these, so each resource has one write path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from core.specs import EpochMetrics
+from core.tables import Checkpoint, Dataset, EpochMetric, Job, JobStatus, utcnow
+
+
+def get_dataset(*, session: Session, dataset_id: int) -> Dataset | None:
+    return session.get(Dataset, dataset_id)
+
+
+def list_datasets(
+    *, session: Session, offset: int = 0, limit: int = 100
+) -> tuple[list[Dataset], int]:
+    total = session.scalar(select(func.count()).select_from(Dataset)) or 0
+    rows = session.scalars(select(Dataset).order_by(Dataset.id).offset(offset).limit(limit))
+    return list(rows), total
+
+
+def add_dataset(*, session: Session, dataset: Dataset) -> Dataset:
+    session.add(dataset)
+    session.commit()
+    return dataset
+
+
+def get_job(*, session: Session, job_id: int) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def list_jobs(
+    *,
+    session: Session,
+    status: JobStatus | None = None,
+    architecture: str | None = None,
+    dataset_id: int | None = None,
+    group_id: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[Job], int]:
+    query = select(Job)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if architecture is not None:
+        query = query.where(Job.architecture == architecture)
+    if dataset_id is not None:
+        query = query.where(Job.dataset_id == dataset_id)
+    if group_id is not None:
+        query = query.where(Job.group_id == group_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Job.id.desc()).offset(offset).limit(limit))
+    return list(rows), total
+
+
+def add_jobs(*, session: Session, jobs: list[Job]) -> list[Job]:
+    session.add_all(jobs)
+    session.commit()
+    return jobs
+
+
+def claim_job(*, session: Session, job_id: int, worker: str, stale_after: float) -> bool:
+    """Atomically take a queued job, or a running one whose worker stopped heart-beating.
+
+    Returns False when the job is finished, cancelled, or alive elsewhere: a redelivered or
+    duplicate message must then be ignored, not fail the job.
+    """
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .where(
+            or_(
+                Job.status == JobStatus.queued,
+                (Job.status == JobStatus.running)
+                & (Job.heartbeat_at < now - timedelta(seconds=stale_after)),
+            )
+        )
+        .where(Job.cancel_requested.is_(False))
+        .values(
+            status=JobStatus.running,
+            worker=worker,
+            heartbeat_at=now,
+            attempts=Job.attempts + 1,
+            started_at=func.coalesce(Job.started_at, now),
+            error_message=None,
+            error_traceback=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def heartbeat(*, session: Session, job_id: int, worker: str) -> bool:
+    """Refresh the heartbeat; False if the job is no longer ours (taken over or finished)."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.running)
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def stale_jobs(*, session: Session, stale_after: float) -> list[int]:
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    rows = session.scalars(
+        select(Job.id).where(Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
+    )
+    return list(rows)
+
+
+def requeue_if_stale(*, session: Session, job_id: int, stale_after: float) -> bool:
+    """Give a job whose worker died back to the queue (compare-and-set on the old heartbeat)."""
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
+        .values(status=JobStatus.queued, worker=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def update_job(*, session: Session, job_id: int, **values: Any) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def finish_job(
+    *,
+    session: Session,
+    job_id: int,
+    status: JobStatus,
+    error: str | None = None,
+    traceback: str | None = None,
+) -> None:
+    done = {"progress_percent": 100.0} if status == JobStatus.succeeded else {}
+    update_job(
+        session=session,
+        job_id=job_id,
+        status=status,
+        finished_at=utcnow(),
+        error_message=error,
+        error_traceback=traceback,
+        eta_seconds=None,
+        **done,
+    )
+
+
+def request_cancel(*, session: Session, job: Job) -> Job:
+    """Queued jobs are cancelled at once; running ones stop at the next batch boundary."""
+    if job.status == JobStatus.queued:
+        job.status = JobStatus.cancelled
+        job.finished_at = utcnow()
+    job.cancel_requested = True
+    session.commit()
+    return job
+
+
+def cancel_requested(*, session: Session, job_id: int) -> bool:
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def upsert_metric(*, session: Session, job_id: int, metrics: EpochMetrics) -> None:
+    """Insert or replace the (job, epoch) row: a resumed epoch overwrites, never duplicates."""
+    values = metrics.model_dump(exclude={"best_details"})
+    row = session.scalar(
+        select(EpochMetric).where(EpochMetric.job_id == job_id, EpochMetric.epoch == metrics.epoch)
+    )
+    if row is None:
+        session.add(EpochMetric(job_id=job_id, **values))
+    else:
+        for key, value in values.items():
+            setattr(row, key, value)
+    if metrics.is_best:
+        session.execute(
+            update(EpochMetric)
+            .where(EpochMetric.job_id == job_id, EpochMetric.epoch != metrics.epoch)
+            .values(is_best=False)
+            .execution_options(synchronize_session=False)
+        )
+        job = session.get(Job, job_id)
+        if job is not None:
+            job.best_epoch = metrics.epoch
+            job.best_val_accuracy = metrics.val_accuracy
+            job.best_val_loss = metrics.val_loss
+            if metrics.best_details is not None:
+                job.best_details = metrics.best_details.model_dump()
+    session.commit()
+
+
+def upsert_checkpoint(
+    *,
+    session: Session,
+    job_id: int,
+    kind: str,
+    epoch: int,
+    path: str,
+    size_bytes: int,
+    sha256: str,
+) -> None:
+    row = session.scalar(
+        select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind == kind)
+    )
+    if row is None:
+        row = Checkpoint(job_id=job_id, kind=kind)
+        session.add(row)
+    row.epoch, row.path, row.size_bytes, row.sha256 = epoch, path, size_bytes, sha256
+    row.created_at = utcnow()
+    session.commit()
+
+
+def job_metrics(*, session: Session, job_id: int) -> list[EpochMetric]:
+    return list(
+        session.scalars(
+            select(EpochMetric).where(EpochMetric.job_id == job_id).order_by(EpochMetric.epoch)
+        )
+    )
+
+
+def job_checkpoints(*, session: Session, job_id: int) -> list[Checkpoint]:
+    return list(
+        session.scalars(
+            select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.kind)
+        )
+    )
+
+
+def delete_job(*, session: Session, job: Job) -> None:
+    session.delete(job)
+    session.commit()
+
+
+def seconds_since(moment: datetime | None) -> float | None:
+    return None if moment is None else (utcnow() - moment).total_seconds()

@@ -1,0 +1,23 @@
+"""The FastAPI application factory: routers joined once, errors as JSON."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from service.errors import install_error_handlers
+from service.routes import architectures, datasets, health, jobs
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="foodlab",
+        summary="Train, compare and serve plain and residual CNNs on food photos.",
+        version="0.1.0",
+    )
+    install_error_handlers(app)
+    for router in (health.router, architectures.router, datasets.router, jobs.router):
+        app.include_router(router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,113 @@
+"""Datasets: upload a .zip in ImageFolder layout, or register a folder under the server's root."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from core import repository as repo
+from core.dataset_registry import register_archive, register_folder
+from core.datasets import DatasetError
+from service.deps import SessionDep, SettingsDep, TokenDep
+from service.errors import ApiError
+from service.schemas import DatasetPublic, DatasetRegister, DatasetsPublic
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"upload exceeds the {limit}-byte limit (FOODLAB_MAX_UPLOAD_BYTES)",
+                    "file")
+
+
+def _save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
+    """Copy the upload to disk, counting bytes: the client's Content-Length is not trusted."""
+    target = folder / "upload.zip"
+    written = 0
+    with target.open("wb") as sink:
+        while block := upload.file.read(1 << 20):
+            written += len(block)
+            if written > limit:
+                raise _too_large(limit)
+            sink.write(block)
+    return target
+
+
+@router.post("", status_code=201, response_model=DatasetPublic, dependencies=[TokenDep])
+async def upload_dataset(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    file: Annotated[UploadFile, File(description=".zip of <class>/<image> folders")],
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> DatasetPublic:
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > settings.max_upload_bytes + 64 * 1024:
+        raise _too_large(settings.max_upload_bytes)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=settings.home, prefix=".upload-"))
+    try:
+        archive = await run_in_threadpool(_save_upload, file, staging, settings.max_upload_bytes)
+        dataset = await run_in_threadpool(
+            _register_archive, session, settings, archive, name or _stem(file.filename)
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    response.headers["Location"] = f"/datasets/{dataset.id}"
+    return DatasetPublic.from_row(dataset)
+
+
+def _register_archive(session: SessionDep, settings: SettingsDep, archive: Path, name: str):
+    try:
+        return register_archive(session=session, settings=settings, archive=archive, name=name)
+    except DatasetError as exc:
+        raise ApiError(422, f"uploaded file: {exc.message}", "file") from None
+
+
+def _stem(filename: str | None) -> str:
+    return Path(filename or "dataset.zip").stem[:200] or "dataset"
+
+
+@router.post("/register", status_code=201, response_model=DatasetPublic,
+             dependencies=[TokenDep])
+def register_server_folder(
+    body: DatasetRegister, session: SessionDep, settings: SettingsDep, response: Response
+) -> DatasetPublic:
+    root = settings.datasets_root
+    if root is None:
+        raise ApiError(403, "registering server folders is disabled: set FOODLAB_DATASETS_ROOT",
+                       "path")
+    folder = (root / body.path).resolve()
+    if not folder.is_relative_to(root):
+        raise ApiError(403, f"path must stay under the datasets root {root}", "path")
+    try:
+        dataset = register_folder(session=session, settings=settings, root=folder,
+                                  name=body.name or folder.name, source="folder")
+    except DatasetError as exc:
+        raise ApiError(422, exc.message if exc.path is None else str(exc), "path") from None
+    response.headers["Location"] = f"/datasets/{dataset.id}"
+    return DatasetPublic.from_row(dataset)
+
+
+@router.get("", response_model=DatasetsPublic)
+def list_datasets(
+    session: SessionDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> DatasetsPublic:
+    rows, total = repo.list_datasets(session=session, offset=offset, limit=limit)
+    return DatasetsPublic(data=[DatasetPublic.from_row(row) for row in rows], count=total)
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic)
+def get_dataset(dataset_id: int, session: SessionDep) -> DatasetPublic:
+    dataset = repo.get_dataset(session=session, dataset_id=dataset_id)
+    if dataset is None:
+        raise ApiError(404, f"dataset {dataset_id} not found", "dataset_id")
+    return DatasetPublic.from_row(dataset)

@@ -1,0 +1,167 @@
+"""Training jobs: create (committed, then enqueued), list, inspect, metrics, cancel, delete."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import PlainTextResponse
+
+import models
+from core import repository as repo
+from core.queue import queue_for_device, send_training
+from core.specs import SpecError, resolve_hyperparameters
+from core.storage import job_dir, remove_tree
+from core.tables import Job, JobStatus
+from service.deps import SessionDep, SettingsDep, TokenDep
+from service.errors import ApiError
+from service.schemas import (
+    CheckpointPublic,
+    EpochMetricPublic,
+    JobCreate,
+    JobPublic,
+    JobsPublic,
+    MetricsPublic,
+)
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def load_job(session: SessionDep, job_id: int) -> Job:
+    job = repo.get_job(session=session, job_id=job_id)
+    if job is None:
+        raise ApiError(404, f"job {job_id} not found", "job_id")
+    return job
+
+
+def _validated_architecture(body: JobCreate) -> dict[str, object]:
+    try:
+        options = models.validate_options(body.architecture.name, body.architecture.options)
+    except models.ModelConfigError as exc:
+        field = "architecture.name" if exc.field == "name" else f"architecture.options.{exc.field}"
+        raise SpecError(field, exc.message) from None
+    return options.model_dump(exclude_defaults=True)
+
+
+def _check_pretrained(path: str | None) -> None:
+    if path is not None and not Path(path).is_file():
+        raise SpecError("hyperparameters.pretrained_weights", f"no such file on the server: {path}")
+
+
+@router.post("", status_code=201, response_model=JobPublic, dependencies=[TokenDep])
+def create_job(
+    body: JobCreate, session: SessionDep, settings: SettingsDep, response: Response
+) -> JobPublic:
+    hyper = resolve_hyperparameters(body.preset, body.hyperparameters)
+    options = _validated_architecture(body)
+    _check_pretrained(hyper.pretrained_weights)
+    if repo.get_dataset(session=session, dataset_id=body.dataset_id) is None:
+        raise ApiError(404, f"dataset {body.dataset_id} not found", "dataset_id")
+    queue = queue_for_device(hyper.device)
+    group_id = str(uuid.uuid4()) if body.repeats > 1 else None
+    jobs = [
+        Job(
+            dataset_id=body.dataset_id,
+            architecture=body.architecture.name,
+            architecture_options=options,
+            hyperparameters=hyper.model_copy(update={"seed": hyper.seed + index}).model_dump(),
+            preset=body.preset or "reference",
+            queue=queue,
+            group_id=group_id,
+            repeat_index=index,
+        )
+        for index in range(body.repeats)
+    ]
+    # Commit first, then enqueue: a worker must always find the row its message names.
+    repo.add_jobs(session=session, jobs=jobs)
+    for job in jobs:
+        send_training(settings, job.id, queue)
+    response.headers["Location"] = f"/jobs/{jobs[0].id}"
+    return JobPublic.from_row(jobs[0])
+
+
+@router.get("", response_model=JobsPublic)
+def list_jobs(
+    session: SessionDep,
+    status: JobStatus | None = None,
+    architecture: str | None = None,
+    dataset_id: int | None = None,
+    group_id: str | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobsPublic:
+    rows, total = repo.list_jobs(
+        session=session,
+        status=status,
+        architecture=architecture,
+        dataset_id=dataset_id,
+        group_id=group_id,
+        offset=offset,
+        limit=limit,
+    )
+    return JobsPublic(data=[JobPublic.from_row(job) for job in rows], count=total)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job_id: int, session: SessionDep) -> JobPublic:
+    return JobPublic.from_row(load_job(session, job_id))
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPublic)
+def get_metrics(
+    job_id: int, session: SessionDep, format: Literal["json", "csv"] = "json"
+) -> MetricsPublic | PlainTextResponse:
+    load_job(session, job_id)
+    rows = [
+        EpochMetricPublic.model_validate(row)
+        for row in repo.job_metrics(session=session, job_id=job_id)
+    ]
+    if format == "csv":
+        return PlainTextResponse(metrics_csv(rows), media_type="text/csv")
+    return MetricsPublic(job_id=job_id, data=rows, count=len(rows))
+
+
+def metrics_csv(rows: list[EpochMetricPublic]) -> str:
+    """One line per epoch; gradient norms flattened to grad_norm_<stage> columns."""
+    stages = sorted({stage for row in rows for stage in row.grad_norms})
+    scalar_fields = [name for name in EpochMetricPublic.model_fields if name != "grad_norms"]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(scalar_fields + [f"grad_norm_{stage}" for stage in stages])
+    for row in rows:
+        values = [getattr(row, name) for name in scalar_fields]
+        writer.writerow(values + [row.grad_norms.get(stage, "") for stage in stages])
+    return out.getvalue()
+
+
+@router.get("/{job_id}/checkpoints", response_model=list[CheckpointPublic])
+def get_checkpoints(job_id: int, session: SessionDep) -> list[CheckpointPublic]:
+    load_job(session, job_id)
+    return [
+        CheckpointPublic.model_validate(row)
+        for row in repo.job_checkpoints(session=session, job_id=job_id)
+    ]
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic, dependencies=[TokenDep])
+def cancel_job(job_id: int, session: SessionDep) -> JobPublic:
+    job = load_job(session, job_id)
+    if job.status.finished:
+        raise ApiError(409, f"job {job_id} is already {job.status.value}", "job_id")
+    return JobPublic.from_row(repo.request_cancel(session=session, job=job))
+
+
+@router.delete("/{job_id}", status_code=204, dependencies=[TokenDep])
+def delete_job(job_id: int, session: SessionDep, settings: SettingsDep) -> Response:
+    job = load_job(session, job_id)
+    if not job.status.finished:
+        raise ApiError(
+            409, f"job {job_id} is {job.status.value}; cancel it and wait until it stops", "job_id"
+        )
+    repo.delete_job(session=session, job=job)
+    remove_tree(job_dir(settings.checkpoints_dir, job_id))
+    return Response(status_code=204)

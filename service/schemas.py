@@ -1,0 +1,192 @@
+"""Request and response bodies: one schema per direction; table rows are never returned as-is."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.specs import ArchitectureSpec
+from core.tables import Dataset, Job, JobStatus
+
+
+class DatasetRegister(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(..., description="folder under FOODLAB_DATASETS_ROOT, ImageFolder layout")
+    name: str | None = Field(None, max_length=200)
+
+
+class DatasetPublic(BaseModel):
+    id: int
+    name: str
+    source: str
+    classes: list[str]
+    num_images: int
+    counts: dict[str, Any] = Field(description="per class: total, train, val (default split)")
+    skipped: list[dict[str, Any]] = Field(description="files that could not be decoded")
+    fingerprint: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Dataset) -> DatasetPublic:
+        return cls.model_validate(row, from_attributes=True)
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: int = Field(..., ge=1)
+    architecture: ArchitectureSpec
+    preset: str | None = Field(None, description="reference or recommended; default reference")
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, description="overrides applied on top of the preset"
+    )
+    repeats: int = Field(1, ge=1, le=20, description="same job with seeds seed, seed+1, ...")
+
+
+class Progress(BaseModel):
+    epoch: int
+    total_epochs: int
+    batch: int
+    total_batches: int
+    percent: float
+    eta_seconds: float | None
+
+
+class BestEpoch(BaseModel):
+    epoch: int | None
+    val_accuracy: float | None
+    val_loss: float | None
+    details: dict[str, Any] | None
+
+
+class JobError(BaseModel):
+    message: str
+    traceback: str | None
+
+
+class JobPublic(BaseModel):
+    id: int
+    dataset_id: int
+    status: JobStatus
+    architecture: ArchitectureSpec
+    preset: str | None
+    hyperparameters: dict[str, Any]
+    queue: str
+    group_id: str | None
+    repeat_index: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    worker: str | None
+    attempts: int
+    cancel_requested: bool
+    device: str | None
+    num_parameters: int | None
+    gflops: float | None
+    progress: Progress
+    best: BestEpoch
+    promoted: bool
+    error: JobError | None
+
+    @classmethod
+    def from_row(cls, job: Job) -> JobPublic:
+        return cls(
+            id=job.id,
+            dataset_id=job.dataset_id,
+            status=job.status,
+            architecture=ArchitectureSpec(name=job.architecture, options=job.architecture_options),
+            preset=job.preset,
+            hyperparameters=job.hyperparameters,
+            queue=job.queue,
+            group_id=job.group_id,
+            repeat_index=job.repeat_index,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            heartbeat_at=job.heartbeat_at,
+            worker=job.worker,
+            attempts=job.attempts,
+            cancel_requested=job.cancel_requested,
+            device=job.device,
+            num_parameters=job.num_parameters,
+            gflops=job.gflops,
+            progress=Progress(
+                epoch=job.progress_epoch,
+                total_epochs=int(job.hyperparameters.get("epochs", 0)),
+                batch=job.progress_batch,
+                total_batches=job.progress_total_batches,
+                percent=job.progress_percent,
+                eta_seconds=job.eta_seconds,
+            ),
+            best=BestEpoch(
+                epoch=job.best_epoch,
+                val_accuracy=job.best_val_accuracy,
+                val_loss=job.best_val_loss,
+                details=job.best_details,
+            ),
+            promoted=job.promoted_at is not None,
+            error=JobError(message=job.error_message, traceback=job.error_traceback)
+            if job.error_message
+            else None,
+        )
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int
+
+
+class EpochMetricPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    epoch_seconds: float
+    train_images_per_second: float
+    generalization_gap: float
+    grad_norms: dict[str, float]
+    is_best: bool
+
+
+class MetricsPublic(BaseModel):
+    job_id: int
+    data: list[EpochMetricPublic]
+    count: int
+
+
+class CheckpointPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    kind: str
+    epoch: int
+    path: str
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+
+
+class ArchitecturePublic(BaseModel):
+    name: str
+    description: str
+    default_options: dict[str, Any]
+    options: dict[str, Any] = Field(description="JSON schema of the accepted options")
+    parameters: int
+    gflops: float = Field(description="at 224x224, 5 classes")
+    timm_equivalent: str | None = None
+
+
+class ArchitecturesPublic(BaseModel):
+    data: list[ArchitecturePublic]
+    count: int

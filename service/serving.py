@@ -1,0 +1,363 @@
+"""Which model answers /predict, and the loaded models that answer it.
+
+- Selection: data-access functions (session as keyword) that pick the serving job of a
+  dataset: the promoted one, else the best succeeded one.
+- `ModelCache`: a bounded LRU of loaded inference bundles, keyed by the bundle file's identity
+  so a rewritten bundle is reloaded, never served stale.
+- `InferenceBatcher`: one thread runs every forward pass; requests that arrive while it is busy
+  share the next pass, so concurrent clients get batching without any added wait when idle.
+
+A request resolves its `LoadedModel` once and keeps that object to the end: promoting another
+job or evicting the cache entry never changes the model under a request in flight.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import threading
+from collections import OrderedDict, deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from sqlalchemy import Select, select, update
+from sqlalchemy.orm import Session
+
+import models
+from core.tables import Checkpoint, Job, JobStatus, utcnow
+from service.errors import ApiError
+
+BUNDLE_KIND = "bundle"
+
+# Best validation accuracy first; ties: lower validation loss, then the newer job.
+RANKING = (
+    Job.best_val_accuracy.desc().nulls_last(),
+    Job.best_val_loss.asc().nulls_last(),
+    Job.finished_at.desc().nulls_last(),
+    Job.id.desc(),
+)
+
+
+class SelectedBy(enum.StrEnum):
+    promoted = "promoted"
+    best = "best"
+    job_id = "job_id"
+
+
+@dataclass(frozen=True)
+class ServableModel:
+    """A succeeded job and its inference bundle row."""
+
+    job: Job
+    bundle: Checkpoint
+
+    @property
+    def epoch(self) -> int:
+        return self.job.best_epoch if self.job.best_epoch is not None else self.bundle.epoch
+
+
+@dataclass(frozen=True)
+class Choice:
+    model: ServableModel
+    selected_by: SelectedBy
+
+
+# ---------------------------------------------------------------- selection (data access)
+
+
+def _servable() -> Select[tuple[Job, Checkpoint]]:
+    return (
+        select(Job, Checkpoint)
+        .join(Checkpoint, (Checkpoint.job_id == Job.id) & (Checkpoint.kind == BUNDLE_KIND))
+        .where(Job.status == JobStatus.succeeded)
+    )
+
+
+def servable_models(*, session: Session, dataset_id: int | None = None) -> list[ServableModel]:
+    """Succeeded jobs with a bundle, per dataset, best first."""
+    query = _servable()
+    if dataset_id is not None:
+        query = query.where(Job.dataset_id == dataset_id)
+    rows = session.execute(query.order_by(Job.dataset_id, *RANKING))
+    return [ServableModel(job, bundle) for job, bundle in rows]
+
+
+def servable_model(*, session: Session, job_id: int) -> ServableModel | None:
+    row = session.execute(_servable().where(Job.id == job_id)).first()
+    return ServableModel(*row) if row is not None else None
+
+
+def default_dataset_id(*, session: Session) -> int | None:
+    """The dataset of the most recently finished servable job."""
+    query = _servable().order_by(Job.finished_at.desc().nulls_last(), Job.id.desc()).limit(1)
+    row = session.execute(query).first()
+    return row[0].dataset_id if row is not None else None
+
+
+def serving_choice(*, session: Session, dataset_id: int) -> Choice | None:
+    """The promoted model of the dataset, else the best one; None when nothing is servable."""
+    query = _servable().where(Job.dataset_id == dataset_id)
+    # More than one promoted row can only come from a race; the latest promotion wins.
+    promoted = session.execute(
+        query.where(Job.promoted_at.is_not(None)).order_by(Job.promoted_at.desc()).limit(1)
+    ).first()
+    if promoted is not None:
+        return Choice(ServableModel(*promoted), SelectedBy.promoted)
+    best = session.execute(query.order_by(*RANKING).limit(1)).first()
+    return Choice(ServableModel(*best), SelectedBy.best) if best is not None else None
+
+
+def serving_job_ids(*, session: Session) -> set[int]:
+    """The job that serves each dataset (for marking `serving` in listings)."""
+    dataset_ids = session.scalars(_servable().with_only_columns(Job.dataset_id).distinct())
+    choices = (serving_choice(session=session, dataset_id=d) for d in list(dataset_ids))
+    return {choice.model.job.id for choice in choices if choice is not None}
+
+
+def promote(*, session: Session, job: Job) -> None:
+    """Make `job` its dataset's serving model; the previously promoted one is un-promoted."""
+    # Clear every other row of the dataset (not only promoted ones) so that a concurrent
+    # promotion waits on our row locks instead of leaving two promoted jobs behind.
+    session.execute(
+        update(Job)
+        .where(Job.dataset_id == job.dataset_id, Job.id != job.id)
+        .values(promoted_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    job.promoted_at = utcnow()
+    session.commit()
+
+
+def unpromote(*, session: Session, job: Job) -> None:
+    job.promoted_at = None
+    session.commit()
+
+
+# ---------------------------------------------------------------- resolution (raises ApiError)
+
+
+def resolve_choice(
+    *, session: Session, job_id: int | None = None, dataset_id: int | None = None
+) -> Choice:
+    """The model a request asks for: a given job, else the dataset's serving model."""
+    if job_id is not None:
+        model = require_servable(session=session, job_id=job_id)
+        if dataset_id is not None and model.job.dataset_id != dataset_id:
+            raise ApiError(
+                422,
+                f"job {job_id} was trained on dataset {model.job.dataset_id}, not {dataset_id}",
+                "dataset_id",
+            )
+        return Choice(model, SelectedBy.job_id)
+    if dataset_id is None:
+        dataset_id = default_dataset_id(session=session)
+    elif session.get(Job.dataset.property.mapper.class_, dataset_id) is None:
+        raise ApiError(404, f"dataset {dataset_id} not found", "dataset_id")
+    choice = serving_choice(session=session, dataset_id=dataset_id) if dataset_id else None
+    if choice is None:
+        scope = f" for dataset {dataset_id}" if dataset_id is not None else ""
+        raise ApiError(
+            409,
+            f"no servable model{scope}: train one (POST /jobs) and wait until it succeeds, "
+            "or promote a succeeded job (POST /models/{job_id}/promote)",
+            "dataset_id" if dataset_id is not None else None,
+        )
+    return choice
+
+
+def require_servable(*, session: Session, job_id: int) -> ServableModel:
+    """The job's model, or 404 (unknown job) / 409 (not succeeded, or no bundle)."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise ApiError(404, f"job {job_id} not found", "job_id")
+    if job.status != JobStatus.succeeded:
+        raise ApiError(
+            409, f"job {job_id} is {job.status.value}; only succeeded jobs can serve", "job_id"
+        )
+    model = servable_model(session=session, job_id=job_id)
+    if model is None:
+        raise ApiError(409, f"job {job_id} has no inference bundle; retrain it", "job_id")
+    return model
+
+
+# ---------------------------------------------------------------- loaded models
+
+
+@dataclass(frozen=True)
+class BundleKey:
+    """A bundle file's identity: a rewrite (new inode, mtime or size) makes a new key."""
+
+    path: str
+    inode: int
+    mtime_ns: int
+    size: int
+
+    @classmethod
+    def of(cls, path: Path) -> BundleKey:
+        stat = path.stat()
+        return cls(str(path.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    key: BundleKey
+    bundle: models.Bundle
+
+
+class ModelCache:
+    """Bounded LRU of loaded bundles. Blocking: call it from a worker thread."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[BundleKey, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[BundleKey, threading.Lock] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, model: ServableModel) -> LoadedModel:
+        """The loaded bundle of `model`; 409 naming the job if it cannot be loaded."""
+        try:
+            key = BundleKey.of(Path(model.bundle.path))
+            return self._cached(key) or self._load_once(key)
+        except (models.BundleError, OSError) as exc:
+            raise ApiError(
+                409,
+                f"the model of job {model.job.id} cannot be loaded ({exc}); retrain it or "
+                "promote another job",
+                "job_id",
+            ) from None
+
+    def _cached(self, key: BundleKey) -> LoadedModel | None:
+        with self._lock:
+            loaded = self._entries.get(key)
+            if loaded is not None:
+                self._entries.move_to_end(key)
+            return loaded
+
+    def _load_once(self, key: BundleKey) -> LoadedModel:
+        # One loader per key: concurrent requests for a cold bundle wait for one load,
+        # while requests for other (cached) bundles are not held up.
+        with self._lock:
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:
+            loaded = self._cached(key)
+            if loaded is None:
+                loaded = LoadedModel(key, models.load_bundle(key.path, map_location="cpu"))
+                self._insert(loaded)
+        with self._lock:
+            self._loading.pop(key, None)
+        return loaded
+
+    def _insert(self, loaded: LoadedModel) -> None:
+        with self._lock:
+            # A rewritten file replaces its previous version instead of waiting for eviction.
+            for stale in [k for k in self._entries if k.path == loaded.key.path]:
+                del self._entries[stale]
+            self._entries[loaded.key] = loaded
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+
+# ---------------------------------------------------------------- batched inference
+
+TopK = list[list[tuple[str, float]]]
+
+
+@dataclass(eq=False)
+class _Work:
+    model: LoadedModel
+    pixels: torch.Tensor
+    top_k: int
+    result: Future[TopK] = field(default_factory=Future)
+
+
+class InferenceBatcher:
+    """Runs forward passes on one thread; work queued meanwhile for the same model is batched.
+
+    There is no gathering window: an idle batcher starts at once (no added latency for a lone
+    request), and a busy one collects whatever arrived during the previous pass.
+    """
+
+    def __init__(self, max_batch_images: int = 64) -> None:
+        self.max_batch_images = max_batch_images
+        self._pending: deque[_Work] = deque()
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, model: LoadedModel, pixels: torch.Tensor, top_k: int) -> Future[TopK]:
+        work = _Work(model, pixels, top_k)
+        with self._ready:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="foodlab-inference", daemon=True
+                )
+                self._thread.start()
+            self._pending.append(work)
+            self._ready.notify()
+        return work.result
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            try:
+                results = run_forward(batch[0].model, [w.pixels for w in batch], batch)
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+                for work in batch:
+                    work.result.set_exception(exc)
+                continue
+            for work, result in zip(batch, results, strict=True):
+                work.result.set_result(result)
+
+    def _next_batch(self) -> list[_Work]:
+        with self._ready:
+            while not self._pending:
+                self._ready.wait()
+            batch = [self._pending.popleft()]
+            images = len(batch[0].pixels)
+            while (
+                self._pending
+                and self._pending[0].model is batch[0].model
+                and images + len(self._pending[0].pixels) <= self.max_batch_images
+            ):
+                work = self._pending.popleft()
+                batch.append(work)
+                images += len(work.pixels)
+            return batch
+
+
+def run_forward(model: LoadedModel, pixels: list[torch.Tensor], work: list[_Work]) -> list[TopK]:
+    """One forward pass over every request's images; each request gets its own top-k."""
+    with torch.inference_mode():
+        probabilities = model.bundle.model(torch.cat(pixels)).float().softmax(dim=1)
+    class_names = model.bundle.class_names
+    results = []
+    for item, probs in zip(work, probabilities.split([len(p) for p in pixels]), strict=True):
+        values, indices = probs.topk(min(item.top_k, len(class_names)), dim=1)
+        results.append(
+            [
+                [(class_names[i], p) for i, p in zip(row_i.tolist(), row_p.tolist(), strict=True)]
+                for row_i, row_p in zip(indices, values, strict=True)
+            ]
+        )
+    return results
+
+
+class ModelServer:
+    """What the API keeps between requests: the loaded-model cache and the batcher."""
+
+    def __init__(self, cache_size: int) -> None:
+        self.cache = ModelCache(cache_size)
+        self.batcher = InferenceBatcher()
+
+
+def limit_threads_for(cpus: int | None = None) -> None:
+    """Placeholder kept out of import time: torch's thread count stays the process default."""
+    del cpus
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

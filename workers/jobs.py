@@ -1,0 +1,235 @@
+"""Running one training job for the queue: claim it, train with database callbacks, record the end.
+
+Plain functions, tested without Celery; `workers.tasks` only wraps them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+from core import repository as repo
+from core.datasets import DatasetError
+from core.db import session_scope
+from core.queue import send_training
+from core.settings import Settings
+from core.specs import ArchitectureSpec, EpochMetrics, Hyperparameters, SpecError, TrainSpec
+from core.storage import job_dir
+from core.tables import JobStatus
+from models import ModelConfigError
+from workers.engine import train
+from workers.engine.callbacks import BatchProgress, CheckpointEvent, RunInfo, TrainingCallback
+
+log = logging.getLogger(__name__)
+
+USER_ERRORS = (SpecError, DatasetError, ModelConfigError)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class DatabaseCallback(TrainingCallback):
+    """Writes what the engine reports into the job's rows, committed as it happens."""
+
+    def __init__(self, settings: Settings, job_id: int, progress_interval: float = 1.0) -> None:
+        self.url = settings.database
+        self.job_id = job_id
+        self.progress_interval = progress_interval
+        self._last_progress = 0.0
+        self._last_cancel_check = 0.0
+        self._cancel = False
+        self._started = time.monotonic()
+        self._done_batches = 0
+        self._total_batches = 0
+
+    def on_run_start(self, info: RunInfo) -> None:
+        # A resumed run re-reports what it already did; upserts make that harmless.
+        with session_scope(self.url) as session:
+            for metrics in info.history:
+                repo.upsert_metric(session=session, job_id=self.job_id, metrics=metrics)
+            repo.update_job(
+                session=session,
+                job_id=self.job_id,
+                device=info.device,
+                num_parameters=info.num_parameters,
+                gflops=info.gflops,
+                run_info={
+                    "class_names": info.class_names,
+                    "train_size": info.train_size,
+                    "val_size": info.val_size,
+                    "skipped": [asdict(item) for item in info.skipped],
+                    "start_epoch": info.start_epoch,
+                },
+            )
+        self._total_epochs = info.total_epochs
+        self._start_epoch = info.start_epoch
+
+    def on_batch_end(self, progress: BatchProgress) -> None:
+        now = time.monotonic()
+        if now - self._last_progress < self.progress_interval:
+            return
+        self._last_progress = now
+        done = (progress.epoch - 1) * progress.total_batches + progress.batch
+        total = self._total_epochs * progress.total_batches
+        done_here = done - (self._start_epoch - 1) * progress.total_batches
+        elapsed = now - self._started
+        eta = elapsed / done_here * (total - done) if done_here > 0 else None
+        with session_scope(self.url) as session:
+            repo.update_job(
+                session=session,
+                job_id=self.job_id,
+                progress_epoch=progress.epoch,
+                progress_batch=progress.batch,
+                progress_total_batches=progress.total_batches,
+                progress_percent=round(100.0 * done / max(total, 1), 2),
+                eta_seconds=eta,
+            )
+
+    def on_epoch_end(self, metrics: EpochMetrics) -> None:
+        with session_scope(self.url) as session:
+            repo.upsert_metric(session=session, job_id=self.job_id, metrics=metrics)
+
+    def on_checkpoint(self, event: CheckpointEvent) -> None:
+        with session_scope(self.url) as session:
+            repo.upsert_checkpoint(
+                session=session,
+                job_id=self.job_id,
+                kind=event.kind,
+                epoch=event.epoch,
+                path=str(event.path),
+                size_bytes=event.size_bytes,
+                sha256=event.sha256,
+            )
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self._cancel and now - self._last_cancel_check >= self.progress_interval:
+            self._last_cancel_check = now
+            with session_scope(self.url) as session:
+                self._cancel = repo.cancel_requested(session=session, job_id=self.job_id)
+        return self._cancel
+
+
+class Heartbeat:
+    """Refreshes the job's heartbeat from a thread, so a long batch never looks like death."""
+
+    def __init__(self, settings: Settings, job_id: int, worker: str) -> None:
+        self.settings, self.job_id, self.worker = settings, job_id, worker
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_seconds):
+            try:
+                with session_scope(self.settings.database) as session:
+                    repo.heartbeat(session=session, job_id=self.job_id, worker=self.worker)
+            except Exception:  # noqa: BLE001 - a missed beat is retried; never kill the job
+                log.exception("heartbeat for job %s failed", self.job_id)
+
+
+def run_job(settings: Settings, job_id: int, device: str | None = None) -> JobStatus | None:
+    """Train job `job_id` if it is ours to run. Returns its final status, or None if ignored."""
+    me = worker_name()
+    with session_scope(settings.database) as session:
+        if not repo.claim_job(
+            session=session, job_id=job_id, worker=me, stale_after=settings.stale_after_seconds
+        ):
+            log.info("job %s is not claimable (finished, cancelled or alive elsewhere)", job_id)
+            return None
+        job = repo.get_job(session=session, job_id=job_id)
+        assert job is not None  # claimed just now
+        spec = job_spec(job.architecture, job.architecture_options, job.hyperparameters, device)
+        data = Path(job.dataset.path)
+    with Heartbeat(settings, job_id, me):
+        status, error, trace = _train(settings, job_id, spec, data)
+    with session_scope(settings.database) as session:
+        repo.finish_job(session=session, job_id=job_id, status=status, error=error, traceback=trace)
+    return status
+
+
+def job_spec(name: str, options: dict, hyperparameters: dict, device: str | None) -> TrainSpec:
+    hyper = Hyperparameters.model_validate(hyperparameters)
+    if device and hyper.device == "auto":
+        hyper = hyper.model_copy(update={"device": device})
+    return TrainSpec(
+        architecture=ArchitectureSpec(name=name, options=options), hyperparameters=hyper
+    )
+
+
+def _train(
+    settings: Settings, job_id: int, spec: TrainSpec, data: Path
+) -> tuple[JobStatus, str | None, str | None]:
+    out_dir = job_dir(settings.checkpoints_dir, job_id)
+    try:
+        result = train(
+            spec,
+            data,
+            out_dir,
+            callbacks=[DatabaseCallback(settings, job_id)],
+            cache_dir=settings.cache_dir,
+        )
+    except USER_ERRORS as exc:
+        return JobStatus.failed, str(exc), None
+    except Exception as exc:  # noqa: BLE001 - recorded on the job, where the user looks
+        log.exception("job %s failed", job_id)
+        return JobStatus.failed, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+    if result.status == "cancelled":
+        return JobStatus.cancelled, None, None
+    return JobStatus.succeeded, None, None
+
+
+def requeue_stale_jobs(settings: Settings) -> list[int]:
+    """Send jobs whose worker stopped heart-beating back to the queue; they resume from `last`."""
+    requeued = []
+    with session_scope(settings.database) as session:
+        for job_id in repo.stale_jobs(session=session, stale_after=settings.stale_after_seconds):
+            if repo.requeue_if_stale(
+                session=session, job_id=job_id, stale_after=settings.stale_after_seconds
+            ):
+                job = repo.get_job(session=session, job_id=job_id)
+                if job is not None:
+                    send_training(settings, job_id, job.queue)
+                    requeued.append(job_id)
+    if requeued:
+        log.warning("requeued jobs with stale heartbeats: %s", requeued)
+    return requeued
+
+
+class StaleJobReaper:
+    """Checks for stale jobs now and then, from a thread in each worker's main process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stale-job-reaper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        interval = max(self.settings.stale_after_seconds / 2, 0.5)
+        while True:
+            try:
+                requeue_stale_jobs(self.settings)
+            except Exception:  # noqa: BLE001 - the database may be briefly away; try later
+                log.exception("stale-job check failed")
+            if self._stop.wait(interval):
+                return
