@@ -1,0 +1,79 @@
+"""Claiming, heart-beating and reaping jobs: the compare-and-set rules behind recovery."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from core import repository as repo
+from core.db import session_scope
+from core.settings import Settings
+from core.tables import Dataset, Job, JobStatus, utcnow
+
+
+@pytest.fixture
+def job_id(settings: Settings) -> int:
+    with session_scope(settings.database) as session:
+        dataset = repo.add_dataset(session=session, dataset=Dataset(
+            name="d", path="/tmp/d", source="folder", fingerprint="f"))
+        job = Job(dataset_id=dataset.id, architecture="resnet34", hyperparameters={"epochs": 1})
+        repo.add_jobs(session=session, jobs=[job])
+        return job.id
+
+
+def claim(settings: Settings, job_id: int, worker: str, stale_after: float = 60) -> bool:
+    with session_scope(settings.database) as session:
+        return repo.claim_job(session=session, job_id=job_id, worker=worker,
+                              stale_after=stale_after)
+
+
+def age_heartbeat(settings: Settings, job_id: int, seconds: float) -> None:
+    with session_scope(settings.database) as session:
+        repo.update_job(session=session, job_id=job_id,
+                        heartbeat_at=utcnow() - timedelta(seconds=seconds))
+
+
+def load(settings: Settings, job_id: int) -> Job:
+    with session_scope(settings.database) as session:
+        job = repo.get_job(session=session, job_id=job_id)
+        assert job is not None
+        return job
+
+
+def test_only_one_worker_claims_a_queued_job(settings: Settings, job_id: int) -> None:
+    assert claim(settings, job_id, "a:1")
+    assert not claim(settings, job_id, "b:2")  # a duplicate message while a is alive
+    job = load(settings, job_id)
+    assert job.status == JobStatus.running and job.worker == "a:1" and job.attempts == 1
+
+
+def test_a_stale_job_is_taken_over(settings: Settings, job_id: int) -> None:
+    assert claim(settings, job_id, "a:1")
+    age_heartbeat(settings, job_id, 120)
+    assert claim(settings, job_id, "b:2")
+    job = load(settings, job_id)
+    assert job.worker == "b:2" and job.attempts == 2
+    with session_scope(settings.database) as session:
+        # The old worker, if it was only slow, learns that the job is no longer its own.
+        assert not repo.heartbeat(session=session, job_id=job_id, worker="a:1")
+        assert repo.heartbeat(session=session, job_id=job_id, worker="b:2")
+
+
+def test_reaper_requeues_only_stale_jobs(settings: Settings, job_id: int) -> None:
+    assert claim(settings, job_id, "a:1")
+    with session_scope(settings.database) as session:
+        assert repo.stale_jobs(session=session, stale_after=60) == []
+    age_heartbeat(settings, job_id, 120)
+    with session_scope(settings.database) as session:
+        assert repo.stale_jobs(session=session, stale_after=60) == [job_id]
+        assert repo.requeue_if_stale(session=session, job_id=job_id, stale_after=60)
+        assert not repo.requeue_if_stale(session=session, job_id=job_id, stale_after=60)
+    assert load(settings, job_id).status == JobStatus.queued
+
+
+def test_finished_and_cancelled_jobs_are_never_claimed(settings: Settings, job_id: int) -> None:
+    with session_scope(settings.database) as session:
+        repo.request_cancel(session=session, job=repo.get_job(session=session, job_id=job_id))
+    assert not claim(settings, job_id, "a:1")
+    assert load(settings, job_id).status == JobStatus.cancelled
