@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.specs import ArchitectureSpec
+from core.specs import ArchitectureSpec, EpochMetrics
 from core.tables import Dataset, Job, JobStatus
 
 
@@ -144,20 +144,12 @@ class JobsPublic(BaseModel):
     count: int
 
 
-class EpochMetricPublic(BaseModel):
+class EpochMetricPublic(EpochMetrics):
+    """A stored epoch row; the best epoch's details live on the job (`best.details`)."""
+
     model_config = ConfigDict(from_attributes=True)
 
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    val_loss: float
-    val_accuracy: float
-    lr: float
-    epoch_seconds: float
-    train_images_per_second: float
-    generalization_gap: float
-    grad_norms: dict[str, float]
-    is_best: bool
+    best_details: None = Field(None, exclude=True)
 
 
 class MetricsPublic(BaseModel):

@@ -128,7 +128,8 @@ def get_metrics(
 def metrics_csv(rows: list[EpochMetricPublic]) -> str:
     """One line per epoch; gradient norms flattened to grad_norm_<stage> columns."""
     stages = sorted({stage for row in rows for stage in row.grad_norms})
-    scalar_fields = [name for name in EpochMetricPublic.model_fields if name != "grad_norms"]
+    nested = {"grad_norms", "best_details"}
+    scalar_fields = [name for name in EpochMetricPublic.model_fields if name not in nested]
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(scalar_fields + [f"grad_norm_{stage}" for stage in stages])
