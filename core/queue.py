@@ -37,12 +37,14 @@ def celery_config(settings: Settings) -> dict[str, object]:
     }
     if settings.broker.startswith("filesystem://"):
         folder = settings.broker_folder
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # Otherwise kombu keeps its exchange bindings in ./control of whatever cwd.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
     elif settings.broker.startswith(("redis://", "rediss://")):
