@@ -1,0 +1,58 @@
+"""Image preprocessing shared by training, validation and serving, so all three see the same
+pixels: resize the shorter side, centre-crop, scale to [0, 1], normalise per channel.
+
+Plain PIL and numpy with torchvision's arithmetic (sizes, crop offsets), so serving does not
+pay for importing torchvision; tests check the pixels equal torchvision's eval transform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def default_resize_size(image_size: int) -> int:
+    """The usual ImageNet eval ratio: crop 87.5% of the resized image (224 -> 256)."""
+    return round(image_size / 0.875)
+
+
+def resize_shorter_and_center_crop(
+    img: Image.Image, resize_size: int, crop_size: int
+) -> Image.Image:
+    """RGB, shorter side resized to `resize_size` (bilinear, antialiased), centre `crop_size`."""
+    if resize_size < crop_size:
+        raise ValueError(f"resize_size {resize_size} is smaller than crop_size {crop_size}")
+    img = img.convert("RGB")
+    w, h = img.size
+    # PIL's bilinear filter widens its support when shrinking, i.e. it is antialiased.
+    if w <= h:
+        size = (resize_size, int(resize_size * h / w))
+    else:
+        size = (int(resize_size * w / h), resize_size)
+    img = img.resize(size, Image.Resampling.BILINEAR)
+    left = int(round((size[0] - crop_size) / 2.0))
+    top = int(round((size[1] - crop_size) / 2.0))
+    return img.crop((left, top, left + crop_size, top + crop_size))
+
+
+def to_normalized_tensor(
+    images: Sequence[Image.Image],
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """Same-sized images -> float32 NCHW tensor, (x / 255 - mean) / std per channel."""
+    if not images:
+        raise ValueError("no images to convert")
+    sizes = {img.size for img in images}
+    if len(sizes) > 1:
+        raise ValueError(f"images must share one size to form a batch, got {sorted(sizes)}")
+    batch = torch.from_numpy(np.stack([np.asarray(img.convert("RGB")) for img in images]))
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (batch.permute(0, 3, 1, 2).float() / 255 - mean_t) / std_t
