@@ -1,0 +1,43 @@
+"""`foodlab api/up` refuse to expose an unauthenticated API; `foodlab db upgrade` migrates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+from typer.testing import CliRunner
+
+from cli.main import app
+from cli.server import is_loopback
+from core.db import get_engine
+from core.settings import get_settings
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FOODLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FOODLAB_API_TOKENS", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("command", ["api", "up"])
+def test_public_address_without_tokens_is_refused(command: str) -> None:
+    result = CliRunner().invoke(app, [command, "--host", "0.0.0.0", "--port", "1"])
+    assert result.exit_code == 2
+    assert "FOODLAB_API_TOKENS" in result.output and "--allow-insecure" in result.output
+
+
+def test_loopback_detection() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.7")
+
+
+def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    url = get_settings().database
+    tables = set(inspect(get_engine(url)).get_table_names())
+    assert {"datasets", "jobs", "epoch_metrics", "checkpoints", "alembic_version"} <= tables
