@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from service.errors import install_error_handlers
-from service.routes import architectures, datasets, health, jobs
+from service.routes import architectures, compare, datasets, health, jobs, models, predict
 
 
 def create_app() -> FastAPI:
@@ -15,7 +15,8 @@ def create_app() -> FastAPI:
         version="0.1.0",
     )
     install_error_handlers(app)
-    for router in (health.router, architectures.router, datasets.router, jobs.router):
+    for router in (health.router, architectures.router, datasets.router, jobs.router,
+                   models.router, predict.router, compare.router, compare.jobs_router):
         app.include_router(router)
     return app
 

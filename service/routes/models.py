@@ -1,0 +1,122 @@
+"""Servable models: list them, say which one answers /predict, promote or un-promote one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from core.specs import ArchitectureSpec
+from service import serving
+from service.deps import SessionDep, TokenDep
+from service.serving import ModelServerDep
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+class BundlePublic(BaseModel):
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+
+
+class ModelPublic(BaseModel):
+    job_id: int
+    dataset_id: int
+    architecture: ArchitectureSpec
+    epoch: int = Field(description="the epoch whose weights serve (the best one)")
+    val_accuracy: float | None
+    val_loss: float | None
+    finished_at: datetime | None
+    promoted: bool
+    promoted_at: datetime | None
+    serving: bool = Field(description="answers /predict for its dataset now")
+    bundle: BundlePublic
+
+    @classmethod
+    def from_model(cls, model: serving.ServableModel, *, serving: bool) -> ModelPublic:
+        job = model.job
+        return cls(
+            job_id=job.id,
+            dataset_id=job.dataset_id,
+            architecture=ArchitectureSpec(name=job.architecture, options=job.architecture_options),
+            epoch=model.epoch,
+            val_accuracy=job.best_val_accuracy,
+            val_loss=job.best_val_loss,
+            finished_at=job.finished_at,
+            promoted=job.promoted_at is not None,
+            promoted_at=job.promoted_at,
+            serving=serving,
+            bundle=BundlePublic.model_validate(model.bundle, from_attributes=True),
+        )
+
+
+class ModelsPublic(BaseModel):
+    data: list[ModelPublic]
+    count: int
+
+
+class ServingModelPublic(ModelPublic):
+    selected_by: serving.SelectedBy = Field(
+        description="promoted, best (automatic: highest validation accuracy) or job_id (asked for)"
+    )
+
+    @classmethod
+    def from_choice(cls, choice: serving.Choice) -> ServingModelPublic:
+        public = ModelPublic.from_model(choice.model, serving=choice.serving)
+        return cls(**public.model_dump(), selected_by=choice.selected_by)
+
+
+DatasetQuery = Annotated[
+    int | None,
+    Query(ge=1, description="default: the dataset of the most recently finished servable job"),
+]
+
+
+@router.get("", response_model=ModelsPublic)
+def list_models(
+    session: SessionDep,
+    dataset_id: Annotated[int | None, Query(ge=1, description="default: every dataset")] = None,
+) -> ModelsPublic:
+    """Succeeded jobs with an inference bundle, per dataset best first."""
+    serving_ids = serving.serving_job_ids(session=session)
+    rows = serving.servable_models(session=session, dataset_id=dataset_id)
+    data = [ModelPublic.from_model(row, serving=row.job.id in serving_ids) for row in rows]
+    return ModelsPublic(data=data, count=len(data))
+
+
+@router.get("/serving", response_model=ServingModelPublic)
+def get_serving(session: SessionDep, dataset_id: DatasetQuery = None) -> ServingModelPublic:
+    """The model that answers `POST /predict` (with the same `dataset_id`) right now."""
+    choice = serving.resolve_choice(session=session, dataset_id=dataset_id)
+    return ServingModelPublic.from_choice(choice)
+
+
+@router.post("/{job_id}/promote", response_model=ModelPublic, dependencies=[TokenDep])
+async def promote(job_id: int, session: SessionDep, server: ModelServerDep) -> ModelPublic:
+    """Serve this job for its dataset from the next request on, whatever its accuracy."""
+    model = await anyio.to_thread.run_sync(_load_and_promote, session, server, job_id)
+    return ModelPublic.from_model(model, serving=True)
+
+
+@router.delete("/{job_id}/promote", status_code=204, dependencies=[TokenDep])
+def unpromote(job_id: int, session: SessionDep) -> Response:
+    """Return the job's dataset to automatic selection (idempotent)."""
+    job = serving.require_job(session=session, job_id=job_id)
+    if job.promoted_at is not None:
+        serving.unpromote(session=session, job=job)
+    return Response(status_code=204)
+
+
+def _load_and_promote(
+    session: Session, server: serving.ModelServer, job_id: int
+) -> serving.ServableModel:
+    model = serving.require_servable(session=session, job_id=job_id)
+    # Loading first refuses a broken bundle (409) and warms the cache for the next request.
+    server.cache.get(model)
+    serving.promote(session=session, job=model.job)
+    return model

@@ -1,0 +1,233 @@
+"""Classify food photos with the serving model (or a given job's)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Query, Request
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from core.settings import Settings
+from service import serving
+from service.deps import SessionDep, SettingsDep
+from service.errors import ApiError
+from service.routes.models import DatasetQuery, ServingModelPublic
+from service.serving import ModelServerDep
+
+router = APIRouter(prefix="/predict", tags=["predict"])
+
+FIELD = "file"
+FORMATS = ("JPEG", "PNG", "WEBP")  # the only decoders Pillow may try on an upload
+# Room for multipart boundaries and part headers on top of the image bytes themselves.
+FRAMING_ALLOWANCE = 64 * 1024
+
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FIELD],
+                    "properties": {
+                        FIELD: {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "JPEG, PNG or WebP images, classified as one batch",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+class ClassProbability(BaseModel):
+    class_name: str
+    probability: float
+
+
+class ImagePrediction(BaseModel):
+    file: str
+    top_k: list[ClassProbability] = Field(description="most probable first")
+
+
+class PredictionsPublic(BaseModel):
+    model: ServingModelPublic
+    latency_ms: float = Field(description="server-side, from request received to answer")
+    data: list[ImagePrediction]
+    count: int
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    data: bytes
+
+
+@router.post("", response_model=PredictionsPublic, openapi_extra=UPLOAD_BODY)
+async def predict(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    server: ModelServerDep,
+    top_k: Annotated[int, Query(ge=1, le=1000, description="capped at the class count")] = 3,
+    job_id: Annotated[int | None, Query(ge=1, description="default: the serving model")] = None,
+    dataset_id: DatasetQuery = None,
+) -> PredictionsPublic:
+    """Top-k classes of each uploaded image (multipart field `file`, repeatable)."""
+    started = time.perf_counter()
+    uploads = await read_uploads(request, settings)
+    images = await anyio.to_thread.run_sync(decode_images, uploads, settings.max_image_pixels)
+    choice, loaded = await anyio.to_thread.run_sync(
+        _choose_and_load, session, server, job_id, dataset_id
+    )
+    # The bundle's own preprocessing: image size and normalisation travel with the model.
+    pixels = await anyio.to_thread.run_sync(loaded.bundle.preprocess, images)
+    try:
+        top = await asyncio.wrap_future(server.batcher.submit(loaded, pixels, top_k))
+    except Exception as exc:  # noqa: BLE001 - a model that fails to run is the job's problem
+        raise ApiError(
+            409, f"the model of job {choice.model.job.id} failed to run: {exc}", "job_id"
+        ) from None
+    data = [
+        ImagePrediction(
+            file=upload.name,
+            top_k=[ClassProbability(class_name=c, probability=p) for c, p in ranked],
+        )
+        for upload, ranked in zip(uploads, top, strict=True)
+    ]
+    return PredictionsPublic(
+        model=ServingModelPublic.from_choice(choice),
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        data=data,
+        count=len(data),
+    )
+
+
+def _choose_and_load(
+    session: Session, server: serving.ModelServer, job_id: int | None, dataset_id: int | None
+) -> tuple[serving.Choice, serving.LoadedModel]:
+    # Resolved once per request: later promotions never change the model of this request.
+    choice = serving.resolve_choice(session=session, job_id=job_id, dataset_id=dataset_id)
+    return choice, server.cache.get(choice.model)
+
+
+# ---------------------------------------------------------------- uploads
+
+
+async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
+    """The files of the multipart field `file`; 413 as soon as the body passes the limit."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ApiError(415, f"send the images as multipart/form-data in the field '{FIELD}'", FIELD)
+    limit = settings.max_predict_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + FRAMING_ALLOWANCE:
+        raise _too_large(int(declared), limit)
+    parser = MultiPartParser(
+        request.headers,
+        _capped(request.stream(), limit),
+        max_files=settings.max_predict_files,
+        max_fields=16,
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        if exc.message.startswith("Too many files"):
+            raise ApiError(
+                400,
+                f"too many files: at most {settings.max_predict_files} images per request",
+                FIELD,
+            ) from None
+        raise ApiError(400, f"malformed multipart upload: {exc.message}", FIELD) from None
+    try:
+        uploads = await _collect(form.multi_items())
+    finally:
+        await form.close()
+    total = sum(len(upload.data) for upload in uploads)
+    if total > limit:
+        raise _too_large(total, limit)
+    return uploads
+
+
+async def _capped(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    # Checked while streaming: a body without (or lying about) Content-Length is cut short too.
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > limit + FRAMING_ALLOWANCE:
+            raise _too_large(None, limit)
+        yield chunk
+
+
+async def _collect(items: list[tuple[str, str | UploadFile]]) -> list[Upload]:
+    uploads = []
+    for name, value in items:
+        if not isinstance(value, UploadFile):
+            raise ApiError(
+                400,
+                f"unexpected form field '{name}': options go in the query string "
+                "(?top_k=, ?job_id=, ?dataset_id=)",
+                name,
+            )
+        if name != FIELD:
+            raise ApiError(400, f"unexpected file field '{name}'; use '{FIELD}'", name)
+        uploads.append(Upload(value.filename or f"file {len(uploads) + 1}", await value.read()))
+    if not uploads:
+        raise ApiError(422, f"no image: send one or more files in the field '{FIELD}'", FIELD)
+    return uploads
+
+
+def _too_large(size: int | None, limit: int) -> ApiError:
+    what = f"upload of {size} bytes is" if size is not None else "upload is"
+    return ApiError(413, f"{what} too large: at most {limit} bytes per request", FIELD)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def decode_images(uploads: list[Upload], max_pixels: int) -> list[Image.Image]:
+    return [decode_image(upload, max_pixels) for upload in uploads]
+
+
+def decode_image(upload: Upload, max_pixels: int) -> Image.Image:
+    """An RGB image, upright as its EXIF says; the pixel limit is checked on the header alone."""
+    try:
+        image = Image.open(io.BytesIO(upload.data), formats=FORMATS)
+    except UnidentifiedImageError:
+        raise ApiError(
+            415, f"{upload.name}: not a decodable image; send JPEG, PNG or WebP", FIELD
+        ) from None
+    except Image.DecompressionBombError:
+        raise ApiError(
+            400, f"{upload.name}: too many pixels (decompression bomb?)", FIELD
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt data
+        raise _corrupt(upload, exc) from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ApiError(
+            400,
+            f"{upload.name}: {width}x{height} is {width * height} pixels; at most {max_pixels}",
+            FIELD,
+        )
+    try:
+        return ImageOps.exif_transpose(image).convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - as above, now that the pixels are decoded
+        raise _corrupt(upload, exc) from None
+
+
+def _corrupt(upload: Upload, exc: Exception) -> ApiError:
+    reason = str(exc) or type(exc).__name__
+    return ApiError(400, f"{upload.name}: the image data is corrupt or truncated ({reason})", FIELD)
