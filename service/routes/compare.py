@@ -1,0 +1,164 @@
+"""Experiment analysis: compare jobs (JSON, CSV, Markdown) and draw their curves as PNG."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Annotated, Literal
+
+import torch
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import PlainTextResponse
+from sqlalchemy.orm import Session
+
+import models
+from core import repository as repo
+from core.compare import CompareError, Comparison, JobRecord, build_comparison, load_records
+from core.plots import Curve, curves_figure, gradient_flow_figure, gradients_figure, to_png
+from core.report import comparison_csv, comparison_markdown
+from core.tables import Job, JobStatus
+from service.deps import SessionDep
+from service.errors import ApiError
+
+router = APIRouter(prefix="/compare", tags=["experiments"])
+jobs_router = APIRouter(prefix="/jobs", tags=["experiments"])
+
+MAX_JOBS = 50
+PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
+
+JobsQuery = Annotated[
+    str,
+    Query(description=f"comma-separated job ids, at most {MAX_JOBS}", examples=["1,2,3"]),
+]
+
+
+def parse_job_ids(jobs: str) -> list[int]:
+    """'3, 1,2' -> [3, 1, 2]: order kept (the first is the default baseline), duplicates dropped."""
+    parts = [part.strip() for part in jobs.split(",") if part.strip()]
+    if not parts:
+        raise ApiError(422, "jobs: give one or more job ids, e.g. jobs=1,2,3", "jobs")
+    bad = [part for part in parts if not part.isdigit()]
+    if bad:
+        raise ApiError(422, f"jobs: not a job id: {', '.join(bad)} (expected e.g. 1,2,3)", "jobs")
+    ids = list(dict.fromkeys(int(part) for part in parts))
+    if len(ids) > MAX_JOBS:
+        raise ApiError(
+            422, f"jobs: at most {MAX_JOBS} jobs per comparison (got {len(ids)})", "jobs"
+        )
+    return ids
+
+
+def _records(session: Session, jobs: str) -> list[JobRecord]:
+    ids = parse_job_ids(jobs)
+    for job_id in ids:
+        _ensure_inference_ms(session, job_id)
+    presets = {name: info.default_options for name, info in models.ARCHITECTURES.items()}
+    try:
+        return load_records(session=session, job_ids=ids, presets=presets)
+    except CompareError as exc:
+        raise ApiError(404, exc.message, exc.field) from None
+
+
+def _png(figure_bytes: bytes) -> Response:
+    # Curves grow while a job runs: never let a client cache an old picture.
+    return Response(figure_bytes, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.get("", response_model=Comparison)
+def compare_jobs(
+    session: SessionDep,
+    jobs: JobsQuery,
+    baseline: Annotated[
+        int | None, Query(description="job id the deltas refer to; default: the first job")
+    ] = None,
+    format: Literal["json", "csv", "md"] = "json",
+) -> Comparison | PlainTextResponse:
+    """One row per job, deltas to the baseline, mean ± std over repeats, fairness warnings."""
+    records = _records(session, jobs)
+    if baseline is not None and baseline not in {r.id for r in records}:
+        raise ApiError(422, f"baseline: job {baseline} is not in jobs={jobs}", "baseline")
+    comparison = build_comparison(records, baseline)
+    if format == "csv":
+        return PlainTextResponse(comparison_csv(comparison), media_type="text/csv")
+    if format == "md":
+        return PlainTextResponse(comparison_markdown(comparison), media_type="text/markdown")
+    return comparison
+
+
+@router.get("/curves.png", response_class=Response, responses=PNG)
+def compare_curves(session: SessionDep, jobs: JobsQuery) -> Response:
+    """Loss and accuracy of every job overlaid, one colour per job, labelled by what differs."""
+    records = _records(session, jobs)
+    labels = {row.job_id: row.label for row in build_comparison(records).rows}
+    curves = [Curve(labels[r.id], r.epochs) for r in records]
+    return _png(to_png(curves_figure(curves)))
+
+
+@router.get("/gradients.png", response_class=Response, responses=PNG)
+def compare_gradients(session: SessionDep, jobs: JobsQuery) -> Response:
+    """Per-stage gradient norms in the first and last epoch, one line per job."""
+    records = _records(session, jobs)
+    labels = {row.job_id: row.label for row in build_comparison(records).rows}
+    return _png(to_png(gradient_flow_figure([Curve(labels[r.id], r.epochs) for r in records])))
+
+
+def _job_curve(session: Session, job_id: int) -> Curve:
+    job = repo.get_job(session=session, job_id=job_id)
+    if job is None:
+        raise ApiError(404, f"job {job_id} not found", "job_id")
+    epochs = repo.job_metrics(session=session, job_id=job_id)
+    return Curve(f"job {job.id}: {job.architecture}", epochs)
+
+
+@jobs_router.get("/{job_id}/curves.png", response_class=Response, responses=PNG)
+def job_curves(job_id: int, session: SessionDep) -> Response:
+    """Training and validation loss and accuracy per epoch, best epoch marked."""
+    curve = _job_curve(session, job_id)
+    return _png(to_png(curves_figure([curve], title=curve.label)))
+
+
+@jobs_router.get("/{job_id}/gradients.png", response_class=Response, responses=PNG)
+def job_gradients(job_id: int, session: SessionDep) -> Response:
+    """Mean gradient norm of each stage per epoch, and along the depth."""
+    return _png(to_png(gradients_figure(_job_curve(session, job_id))))
+
+
+# --- inference latency, measured once per job and kept in run_info ---------------------------
+
+
+def _ensure_inference_ms(session: Session, job_id: int) -> None:
+    job = repo.get_job(session=session, job_id=job_id)
+    if job is None or job.status != JobStatus.succeeded or "inference_ms" in job.run_info:
+        return
+    try:
+        milliseconds = measure_inference_ms(job)
+    except (models.ModelConfigError, RuntimeError, ValueError):
+        return  # an architecture this server cannot build: the column stays empty
+    run_info = dict(job.run_info) | {
+        "inference_ms": milliseconds,
+        "inference_device": "cpu",
+        "inference_threads": torch.get_num_threads(),
+    }
+    repo.update_job(session=session, job_id=job_id, run_info=run_info)
+    session.refresh(job)
+
+
+def measure_inference_ms(job: Job, repeats: int = 10) -> float:
+    """Median CPU time of one forward pass of a single image at the job's image size.
+
+    The weights do not change the time, so the model is built from its architecture rather
+    than read from the bundle (which may be gone).
+    """
+    options = {k: v for k, v in job.architecture_options.items() if k != "pretrained_weights"}
+    num_classes = len(job.run_info.get("class_names") or job.dataset.classes) or 2
+    model = models.build_model(job.architecture, num_classes, **options).eval()
+    size = int(job.hyperparameters.get("image_size", 224))
+    image = torch.randn(1, 3, size, size)
+    times = []
+    with torch.inference_mode():
+        for index in range(repeats + 2):
+            started = time.perf_counter()
+            model(image)
+            if index >= 2:  # the first calls allocate and pick kernels
+                times.append(time.perf_counter() - started)
+    return round(1000 * statistics.median(times), 3)

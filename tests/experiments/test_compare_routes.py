@@ -1,0 +1,105 @@
+"""GET /compare (JSON, CSV, Markdown), the PNG endpoints, and latency measured once per job."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from experiments_testlib import add_run
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from core.settings import Settings, get_settings
+from core.tables import Dataset
+from service.app import create_app
+
+
+@pytest.fixture
+def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    app = create_app()
+    settings = Settings(home=tmp_path / "home", database_url=db_url)
+    app.dependency_overrides[get_settings] = lambda: settings
+    yield TestClient(app)
+
+
+def png_size(response) -> tuple[int, int]:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(response.content))
+    image.load()
+    return image.size
+
+
+def test_compare_returns_rows_deltas_and_warnings(
+    client: TestClient, session: Session, dataset: Dataset
+) -> None:
+    plain = add_run(session, dataset, "plain34", [0.2, 0.3], hyperparameters={"image_size": 64})
+    resnet = add_run(session, dataset, "resnet34", [0.3, 0.6])
+    body = client.get(
+        "/compare", params={"jobs": f"{plain.id},{resnet.id}", "baseline": resnet.id}
+    ).json()
+    assert body["baseline_job_id"] == resnet.id
+    rows = {row["job_id"]: row for row in body["rows"]}
+    assert rows[resnet.id]["best_val_accuracy"] == 0.6
+    assert rows[plain.id]["delta"]["best_val_accuracy"]["absolute"] == pytest.approx(-0.3)
+    assert rows[plain.id]["delta"]["best_val_accuracy"]["relative"] == pytest.approx(-0.5)
+    assert [w["field"] for w in body["warnings"]] == ["hyperparameters.image_size"]
+
+
+def test_compare_as_csv_and_markdown(client: TestClient, session: Session, dataset: Dataset):
+    a = add_run(session, dataset, "plain34", [0.2])
+    b = add_run(session, dataset, "resnet34", [0.5])
+    jobs = f"{a.id},{b.id}"
+    csv = client.get("/compare", params={"jobs": jobs, "format": "csv"})
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert len(csv.text.splitlines()) == 3
+    md = client.get("/compare", params={"jobs": jobs, "format": "md"})
+    assert md.headers["content-type"].startswith("text/markdown")
+    assert "| 2 | resnet34 |" in md.text and "+30.0 pp" in md.text
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "field"),
+    [
+        ({"jobs": "1,x"}, 422, "jobs"),
+        ({"jobs": ""}, 422, "jobs"),
+        ({"jobs": "1,404"}, 404, "jobs"),
+        ({"jobs": "1", "baseline": 2}, 422, "baseline"),
+    ],
+)
+def test_compare_errors_name_the_parameter(
+    client: TestClient, session: Session, dataset: Dataset, params, status, field
+) -> None:
+    add_run(session, dataset, "plain34", [0.2])
+    response = client.get("/compare", params=params)
+    assert (response.status_code, response.json()["field"]) == (status, field)
+
+
+def test_png_endpoints(client: TestClient, session: Session, dataset: Dataset) -> None:
+    a = add_run(session, dataset, "plain34", [0.2, 0.3])
+    b = add_run(session, dataset, "resnet34", [0.3, 0.5])
+    assert png_size(client.get(f"/jobs/{a.id}/curves.png")) == (1200, 480)
+    assert png_size(client.get(f"/jobs/{a.id}/gradients.png")) == (1200, 480)
+    assert png_size(client.get("/compare/curves.png", params={"jobs": f"{a.id},{b.id}"})) == (
+        1200,
+        480,
+    )
+    assert png_size(client.get("/compare/gradients.png", params={"jobs": f"{a.id},{b.id}"}))
+    missing = client.get("/jobs/999/curves.png")
+    assert (missing.status_code, missing.json()["field"]) == (404, "job_id")
+
+
+def test_latency_is_measured_once_and_stored(
+    client: TestClient, session: Session, dataset: Dataset
+) -> None:
+    job = add_run(session, dataset, "resnet34", [0.3], inference_ms=None)
+    first = client.get("/compare", params={"jobs": str(job.id)}).json()["rows"][0]
+    assert first["inference_ms"] > 0
+    session.refresh(job)
+    assert job.run_info["inference_ms"] == first["inference_ms"]
+    assert job.run_info["val_size"] == 40  # the rest of run_info is kept
+    again = client.get("/compare", params={"jobs": str(job.id)}).json()["rows"][0]
+    assert again["inference_ms"] == first["inference_ms"]
