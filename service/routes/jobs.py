@@ -44,7 +44,10 @@ def _validated_architecture(body: JobCreate) -> dict[str, object]:
     except models.ModelConfigError as exc:
         field = "architecture.name" if exc.field == "name" else f"architecture.options.{exc.field}"
         raise SpecError(field, exc.message) from None
-    return options.model_dump(exclude_defaults=True)
+    # Keep what differs from this architecture's own preset, so rows stay short and exact.
+    preset = models.ARCHITECTURES[body.architecture.name].default_options
+    return {key: value for key, value in options.model_dump().items()
+            if value != preset.get(key)}
 
 
 def _check_pretrained(path: str | None) -> None:

@@ -157,6 +157,13 @@ def test_create_job(client: TestClient, dataset_id: int, settings: Settings) -> 
     assert any((settings.broker_folder / "queue").iterdir())
 
 
+def test_options_that_undo_a_preset_are_kept(client: TestClient, dataset_id: int) -> None:
+    body = job_body(dataset_id) | {"architecture": {"name": "se_resnet34",
+                                                    "options": {"attn": "none", "act": "relu"}}}
+    job = client.post("/jobs", json=body).json()
+    assert job["architecture"] == {"name": "se_resnet34", "options": {"attn": "none"}}
+
+
 def test_repeats_share_a_group_with_consecutive_seeds(client: TestClient,
                                                       dataset_id: int) -> None:
     body = job_body(dataset_id, seed=7) | {"repeats": 3}
