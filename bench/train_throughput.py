@@ -1,0 +1,327 @@
+"""Training throughput of foodlab's engine against a bare loop and a typical reference loop.
+
+    .venv/bin/python bench/train_throughput.py [--data DIR] [--epochs 3]
+
+Measures, in one run, ResNet-34 training images/second with the same model, optimizer and
+batch size:
+  (a) bare      a loop over tensors already in memory: the ceiling;
+  (b) reference torchvision ImageFolder + PIL decode every epoch + DataLoader, as
+                torchvision's references/classification/train.py does;
+  (c) engine    foodlab's `workers.engine.train` (decode-once cache, tensor augmentation);
+  (d) pipelines the data pipelines alone, no model: images/second delivered by foodlab's
+                (cache + batched tensor transforms) against ImageFolder + PIL.
+Targets on CPU: (c)/(a) >= 0.9, (c)/(b) >= 1.0, (d) >= 5x.
+
+On CUDA the defaults switch to 224x224, bf16 autocast, channels_last and `standard`
+augmentation (run on the GPU by the engine), and the report adds the share of time the GPU
+waits for data, estimated as 1 - (c)/(a): the bare loop never waits.
+
+Images/second count the training phase only (data loading included, evaluation and
+checkpoints excluded): the median over epochs, skipping the first (warm-up: allocator,
+oneDNN/cuDNN kernel choice, page cache). Results go to bench/results/train_throughput.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision import transforms as T
+
+from core.specs import (
+    ArchitectureSpec,
+    EpochMetrics,
+    Hyperparameters,
+    TrainSpec,
+    resolve_hyperparameters,
+)
+from models import build_model
+from models.preprocess import IMAGENET_MEAN, IMAGENET_STD, default_resize_size
+from workers.engine import TrainingCallback, train
+from workers.engine.augment import BatchTransform
+from workers.engine.data import batch_plan, iterate_batches, prepare_data
+from workers.engine.optim import build_optimizer
+from workers.engine.runtime import Runtime, available_cpus, select_runtime
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "indonesian-snacks"
+RESULTS = REPO / "bench" / "results"
+TARGETS = {"engine_vs_bare": 0.9, "engine_vs_reference": 1.0, "pipeline_speedup": 5.0}
+
+
+def parse_args() -> argparse.Namespace:
+    cuda = torch.cuda.is_available()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="JPEG ImageFolder")
+    parser.add_argument("--image-size", type=int, default=224 if cuda else 64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=3 if not cuda else 6,
+                        help="per loop; the first is warm-up and not counted")
+    parser.add_argument("--augmentation", default="standard" if cuda else "none",
+                        choices=["none", "standard"])
+    parser.add_argument("--workers", type=int, default=available_cpus(),
+                        help="DataLoader processes of the reference loop (torchvision: -j)")
+    parser.add_argument("--threads", type=int, default=available_cpus(),
+                        help="torch intra-op threads for every loop (1 on a busy shared machine)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser.parse_args()
+
+
+def hyperparameters(args: argparse.Namespace) -> Hyperparameters:
+    """The reference study's recipe (plain SGD) at the benchmark's size, batch and augmentation."""
+    return resolve_hyperparameters("reference", {
+        "epochs": args.epochs, "image_size": args.image_size, "batch_size": args.batch_size,
+        "augmentation": args.augmentation, "device": "auto"})
+
+
+def fresh_model(num_classes: int, runtime: Runtime) -> nn.Module:
+    torch.manual_seed(0)
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    return build_model("resnet34", num_classes).to(runtime.device, memory_format=memory_format)
+
+
+def timed(run: Callable[[], int], runtime: Runtime) -> float:
+    """Images/second of `run`, which returns how many images it processed."""
+    start = time.perf_counter()
+    images = run()
+    if runtime.device.type == "cuda":
+        torch.cuda.synchronize()
+    return images / (time.perf_counter() - start)
+
+
+class PlainLoop:
+    """The textbook loop over any batches: (a) with in-memory tensors, (b) with a DataLoader."""
+
+    def __init__(self, hp: Hyperparameters, runtime: Runtime, num_classes: int,
+                 batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]) -> None:
+        self.runtime, self.batches = runtime, batches
+        self.model = fresh_model(num_classes, runtime)
+        self.optimizer = build_optimizer(self.model, hp)  # one optimizer across epochs
+        self.criterion = nn.CrossEntropyLoss()
+        self.memory_format = (torch.channels_last if runtime.channels_last
+                              else torch.contiguous_format)
+
+    def epoch(self) -> float:
+        return timed(self._epoch, self.runtime)
+
+    def _epoch(self) -> int:
+        self.model.train()
+        images = 0
+        for inputs, labels in self.batches():
+            inputs = inputs.to(self.runtime.device, non_blocking=True,
+                               memory_format=self.memory_format)
+            labels = labels.to(self.runtime.device, non_blocking=True)
+            with self.runtime.autocast():
+                loss = self.criterion(self.model(inputs), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            images += len(labels)
+        return images
+
+
+def bare_batches(args: argparse.Namespace, runtime: Runtime, num_classes: int,
+                 steps: int) -> Callable[[], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """(a) One normalised random batch, already on the device, reused `steps` times."""
+    generator = torch.Generator().manual_seed(0)
+    shape = (args.batch_size, 3, args.image_size, args.image_size)
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    inputs = torch.randn(shape, generator=generator).to(runtime.device,
+                                                         memory_format=memory_format)
+    labels = torch.randint(0, num_classes, (args.batch_size,), generator=generator)
+    return lambda: [(inputs, labels)] * steps
+
+
+def reference_dataset(args: argparse.Namespace) -> torchvision.datasets.ImageFolder:
+    """torchvision's classification reference: PIL decode and transform, per image, per epoch."""
+    if args.augmentation == "none":
+        geometry = [T.Resize(default_resize_size(args.image_size)),
+                    T.CenterCrop(args.image_size)]
+    else:
+        geometry = [T.RandomResizedCrop(args.image_size, scale=(0.25, 1.0)),
+                    T.RandomHorizontalFlip(), T.ColorJitter(0.2, 0.2, 0.2)]
+    transform = T.Compose([*geometry, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return torchvision.datasets.ImageFolder(str(args.data), transform=transform)
+
+
+def reference_loader(args: argparse.Namespace, runtime: Runtime) -> DataLoader:
+    """(b) As torchvision's reference script: shuffled, -j worker processes, pinned on CUDA."""
+    return DataLoader(reference_dataset(args), batch_size=args.batch_size, shuffle=True,
+                      num_workers=args.workers, pin_memory=runtime.device.type == "cuda",
+                      drop_last=True)
+
+
+class TakeTurns(TrainingCallback):
+    """After each epoch of the engine, one epoch of every other loop: they take turns.
+
+    Taking turns spreads any change in the machine's load (other jobs on shared cores)
+    evenly over the loops being compared, and the engine runs as one uninterrupted `train()`.
+    """
+
+    def __init__(self, others: dict[str, Callable[[], float]]) -> None:
+        self.others = others
+        self.rates: dict[str, list[float]] = {"engine": [], **{name: [] for name in others}}
+
+    def on_epoch_end(self, metrics: EpochMetrics) -> None:
+        # Training phase only, data loading included; evaluation and checkpoints excluded.
+        self.rates["engine"].append(metrics.train_images_per_second)
+        for name, epoch in self.others.items():
+            self.rates[name].append(epoch())
+        print("  " + ", ".join(f"{name} {values[-1]:.1f}" for name, values in self.rates.items())
+              + " images/s", flush=True)
+
+
+def steady_rate(values: list[float]) -> float:
+    """The median over every epoch but the first (warm-up: allocator, kernel choice, caches);
+    a median, so that one epoch disturbed by another job on the machine does not skew it."""
+    return statistics.median(values[1:] or values)
+
+
+class PipelineLoop:
+    """(d) foodlab's data path alone: cache rows -> normalised tensors on the device."""
+
+    def __init__(self, args: argparse.Namespace, runtime: Runtime, work: Path) -> None:
+        self.hp, self.runtime = hyperparameters(args), runtime
+        self.data = prepare_data(args.data, self.hp, work / "cache")
+        self.transform = BatchTransform(
+            image_size=self.hp.image_size, augmentation=self.hp.augmentation,
+            mean=IMAGENET_MEAN, std=IMAGENET_STD, device=runtime.device,
+            channels_last=runtime.channels_last)
+        self.crop = None if self.transform.needs_full_image else self.hp.image_size
+        self.epochs = 0
+
+    def epoch(self) -> float:
+        return timed(self._epoch, self.runtime)
+
+    def _epoch(self) -> int:
+        self.epochs += 1
+        generator = torch.Generator().manual_seed(self.epochs)
+        plan = batch_plan(len(self.data.train), self.hp.batch_size, generator)
+        batches = iterate_batches(self.data, self.data.train, plan, crop=self.crop,
+                                  num_workers=0, pin_memory=False)
+        return sum(len(self.transform(images, generator)) for images, _ in batches)
+
+
+def reference_pipeline(loader: DataLoader, runtime: Runtime) -> Callable[[], float]:
+    """(d) The ImageFolder + PIL data path alone, delivered to the device."""
+    return lambda: timed(lambda: sum(len(x.to(runtime.device)) for x, _ in loader), runtime)
+
+
+def interleaved(loops: dict[str, Callable[[], float]], epochs: int) -> dict[str, list[float]]:
+    """Images/second of each loop in each epoch, the loops taking turns."""
+    rates: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(epochs):
+        for name, epoch in loops.items():
+            rates[name].append(epoch())
+        print("  " + ", ".join(f"{name} {v[-1]:.0f}" for name, v in rates.items())
+              + " images/s", flush=True)
+    return rates
+
+
+def conditions(args: argparse.Namespace, runtime: Runtime) -> dict[str, object]:
+    return {
+        "device": runtime.describe(),
+        "cpus_available": available_cpus(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_before": os.getloadavg(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "data": str(args.data),
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "epochs_per_loop": args.epochs,
+        "augmentation": args.augmentation,
+        "reference_loader_workers": args.workers,
+    }
+
+
+def write_report(report: dict[str, object], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+    ips, ratios, cond = report["images_per_second"], report["ratios"], report["conditions"]
+    lines = [
+        "# Training throughput (bench/train_throughput.py)", "",
+        f"ResNet-34, {cond['image_size']}x{cond['image_size']}, batch {cond['batch_size']}, "
+        f"augmentation `{cond['augmentation']}`, on {cond['device']}; "
+        f"{cond['cpus_available']} CPUs available, load average before "
+        f"{', '.join(f'{v:.1f}' for v in cond['load_average_before'])}. "
+        f"Data: {cond['data']}.", "",
+        "| loop | images/s |", "|---|---:|",
+        f"| (a) bare loop, tensors in memory | {ips['bare']:.1f} |",
+        f"| (b) reference: ImageFolder + PIL every epoch | {ips['reference']:.1f} |",
+        f"| (c) foodlab engine | {ips['engine']:.1f} |",
+        f"| (d) data only: foodlab pipeline | {ips['pipeline_foodlab']:.0f} |",
+        f"| (d) data only: ImageFolder + PIL pipeline | {ips['pipeline_reference']:.0f} |",
+        "", "| ratio | value | target |", "|---|---:|---:|",
+        f"| (c)/(a) engine vs bare | {ratios['engine_vs_bare']:.2f} | >= 0.9 |",
+        f"| (c)/(b) engine vs reference | {ratios['engine_vs_reference']:.2f} | >= 1.0 |",
+        f"| (d) pipeline speed-up | {ratios['pipeline_speedup']:.1f}x | >= 5x |",
+        "", f"Image cache built once in {report['cache_build_seconds']:.1f} s "
+        "(not in the rates above).",
+    ]
+    if "gpu_data_wait_share" in report:
+        lines.append(f"Share of GPU time waiting for data: {report['gpu_data_wait_share']:.1%}.")
+    (out / "train_throughput.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    runtime = select_runtime("auto")
+    report: dict[str, object] = {"conditions": conditions(args, runtime)}
+    work = Path(tempfile.mkdtemp(prefix="foodlab-bench-"))
+    try:
+        started = time.perf_counter()
+        train_size = len(prepare_data(args.data, hyperparameters(args), work / "cache").train)
+        report["cache_build_seconds"] = time.perf_counter() - started
+        num_classes = len(reference_dataset(args).classes)
+        hp = hyperparameters(args)
+        loader = reference_loader(args, runtime)
+        steps = train_size // args.batch_size  # what the engine trains per epoch
+        print("training loops, taking turns: (c) engine, (a) bare, (b) reference")
+        turns = TakeTurns({
+            "bare": PlainLoop(hp, runtime, num_classes,
+                              bare_batches(args, runtime, num_classes, steps)).epoch,
+            "reference": PlainLoop(hp, runtime, num_classes, lambda: loader).epoch,
+        })
+        spec = TrainSpec(architecture=ArchitectureSpec(name="resnet34"), hyperparameters=hp)
+        train(spec, args.data, work / "run", callbacks=[turns], cache_dir=work / "cache")
+        per_epoch = turns.rates
+        print("data pipelines (d):")
+        per_epoch |= interleaved({
+            "pipeline_foodlab": PipelineLoop(args, runtime, work).epoch,
+            "pipeline_reference": reference_pipeline(loader, runtime),
+        }, max(args.epochs, 3))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rates = {name: steady_rate(values) for name, values in per_epoch.items()}
+    report["images_per_second"] = rates
+    report["per_epoch_images_per_second"] = per_epoch
+    report["ratios"] = {
+        "engine_vs_bare": rates["engine"] / rates["bare"],
+        "engine_vs_reference": rates["engine"] / rates["reference"],
+        "pipeline_speedup": rates["pipeline_foodlab"] / rates["pipeline_reference"]}
+    report["targets"] = TARGETS
+    report["conditions"]["load_average_after"] = os.getloadavg()
+    if runtime.device.type == "cuda":
+        # The bare loop never waits for data: what the engine lacks of it is waiting.
+        report["gpu_data_wait_share"] = max(0.0, 1 - rates["engine"] / rates["bare"])
+    write_report(report, args.out)
+    print((args.out / "train_throughput.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

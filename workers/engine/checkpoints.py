@@ -1,0 +1,123 @@
+"""Checkpoints: everything needed to resume a run, in a file torch loads with weights_only=True.
+
+A checkpoint holds state dicts (model, optimizer, scheduler, grad scaler), the RNG states as
+tensors, the spec as a JSON-able dict, what identifies the data, and the metrics so far. It is
+written to a temporary file and renamed into place (core.storage.atomic_write), so a crash
+leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+from core.specs import EpochMetrics, SpecError, TrainSpec
+from core.storage import atomic_write, sha256_of
+
+from .callbacks import CheckpointEvent, CheckpointKind
+
+FORMAT = "foodlab.checkpoint"
+VERSION = 1
+
+# Hyperparameters a resumed run may change: they do not alter what the epochs done so far mean.
+RESUMABLE_CHANGES = frozenset({"epochs", "early_stopping_patience", "num_workers", "compile",
+                               "device", "eval_batch_size"})
+
+
+class _HashingWriter:
+    """Hashes bytes on their way to the file, so a checkpoint is not read back to hash it."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle, self.digest, self.size = handle, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def save_checkpoint(path: Path, state: dict[str, Any], kind: CheckpointKind,
+                    epoch: int) -> CheckpointEvent:
+    with atomic_write(path) as handle:
+        writer = _HashingWriter(handle)
+        torch.save(state, writer)
+    return CheckpointEvent(kind, path, epoch, writer.size, writer.digest.hexdigest())
+
+
+def copy_checkpoint(source: CheckpointEvent, path: Path, kind: CheckpointKind) -> CheckpointEvent:
+    """`source` under a second name (a hard link when possible), replacing `path` atomically.
+
+    The best epoch is usually the latest one, and a link saves writing the same bytes twice;
+    the next `last.pt` is a new file, so the link keeps the old content.
+    """
+    staging = path.with_name(f".{path.name}.link")
+    staging.unlink(missing_ok=True)
+    try:
+        os.link(source.path, staging)
+    except OSError:  # file systems without hard links
+        with atomic_write(staging) as handle:
+            handle.write(source.path.read_bytes())
+    os.replace(staging, path)
+    return CheckpointEvent(kind, path, source.epoch, source.size_bytes, source.sha256)
+
+
+def file_event(path: Path, kind: CheckpointKind, epoch: int) -> CheckpointEvent:
+    return CheckpointEvent(kind, path, epoch, path.stat().st_size, sha256_of(path))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint's contents; tensors are memory-mapped, so reading only the model
+    weights (for the bundle) does not read the optimizer state from disk."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # corrupt or foreign file: tell the user which one
+        raise SpecError("out_dir", f"{path} is not a readable checkpoint ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise SpecError("out_dir", f"{path} is not a foodlab checkpoint")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def history_of(state: dict[str, Any]) -> list[EpochMetrics]:
+    return [EpochMetrics.model_validate(m) for m in state["metrics"]]
+
+
+def check_resumable(state: dict[str, Any], spec: TrainSpec, data_identity: dict[str, Any],
+                    path: Path) -> None:
+    """Refuse to continue a run whose architecture, data or training recipe differ."""
+    stored = TrainSpec.model_validate(state["spec"])
+    if stored.architecture != spec.architecture:
+        raise SpecError("architecture", f"{path} was trained as {stored.architecture.name} "
+                        f"{stored.architecture.options}; use another output folder")
+    for field, old in stored.hyperparameters.model_dump().items():
+        new = getattr(spec.hyperparameters, field)
+        if field not in RESUMABLE_CHANGES and new != old:
+            raise SpecError(f"hyperparameters.{field}", f"{path} was trained with "
+                            f"{field}={old!r}, not {new!r}; use the same value or another folder")
+    for key, old in state["data"].items():
+        if data_identity.get(key) != old:
+            raise SpecError("data", f"{path} was trained on other data ({key} differs); "
+                            "use another output folder")
+    done = len(state["metrics"])
+    if spec.hyperparameters.epochs < done:
+        raise SpecError("hyperparameters.epochs", f"{path} already has {done} epochs; "
+                        f"ask for at least {done}")

@@ -1,0 +1,283 @@
+"""`train()`: wires data, model, optimizer and checkpoints together and runs the epochs.
+
+Reproducibility by construction: every epoch seeds torch and its own data generator from
+(seed, epoch), so an epoch's shuffling, augmentation and dropout depend on nothing that came
+before it except the weights and optimizer state, which the checkpoint restores exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.settings import get_settings
+from core.specs import EpochMetrics, SpecError, TrainSpec
+from models import (
+    ModelConfigError,
+    build_model,
+    count_flops,
+    count_parameters,
+    save_bundle,
+    validate_options,
+)
+from models.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+from .augment import BatchTransform
+from .callbacks import CallbackList, RunInfo, RunResult, RunStatus, TrainingCallback
+from .checkpoints import (
+    FORMAT,
+    VERSION,
+    check_resumable,
+    copy_checkpoint,
+    file_event,
+    history_of,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from .data import PreparedData, batch_plan, iterate_batches, prepare_data
+from .loop import EvalStats, TrainStats, TrainStep, best_details, evaluate, train_one_epoch
+from .optim import build_optimizer, build_scheduler
+from .runtime import Runtime, select_runtime
+
+LAST, BEST, BUNDLE = "last.pt", "best.pt", "bundle.pt"
+
+
+def train(spec: TrainSpec, data: Path, out_dir: Path, *,
+          callbacks: Iterable[TrainingCallback] = (), cache_dir: Path | None = None) -> RunResult:
+    """Train `spec` on the dataset at `data` (folder or .zip), checkpointing into `out_dir`.
+
+    Resumes from out_dir/last.pt when present. Raises SpecError or DatasetError for input the
+    user can fix, before any training starts.
+    """
+    hp = spec.hyperparameters
+    out_dir = Path(out_dir)
+    events = CallbackList(callbacks)
+    _check_architecture(spec)
+    runtime = select_runtime(hp.device)
+    prepared = prepare_data(Path(data), hp, Path(cache_dir or get_settings().cache_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    identity = {"class_names": prepared.class_names, "split_id": prepared.split_id}
+
+    resume = load_checkpoint(out_dir / LAST) if (out_dir / LAST).is_file() else None
+    if resume is not None:
+        check_resumable(resume, spec, identity, out_dir / LAST)
+    torch.manual_seed(hp.seed)
+    model = _build(spec, len(prepared.class_names),
+                   weights=resume["model"] if resume is not None else None)
+    num_parameters = count_parameters(model)
+    gflops = count_flops(model, hp.image_size) / 1e9
+    step = _training_objects(model, spec, runtime, len(prepared.train))
+    history: list[EpochMetrics] = []
+    if resume is not None:
+        history = _restore(step, resume)
+
+    events.on_run_start(RunInfo(
+        class_names=prepared.class_names, train_size=len(prepared.train),
+        val_size=len(prepared.val), skipped=prepared.skipped, total_epochs=hp.epochs,
+        start_epoch=len(history) + 1, device=runtime.describe(), num_parameters=num_parameters,
+        gflops=gflops, history=list(history)))
+    status, trained = _run_epochs(step, spec, prepared, history, out_dir, events)
+
+    bundle = out_dir / BUNDLE
+    best = _best_epoch(history)
+    if best is not None and (trained or not bundle.is_file()):
+        _export_bundle(spec, prepared, history[best - 1], out_dir, num_parameters, gflops)
+        events.on_checkpoint(file_event(bundle, "bundle", best))
+    result = RunResult(
+        status=status, epochs=history, best_epoch=best, class_names=prepared.class_names,
+        skipped=prepared.skipped, num_parameters=num_parameters, gflops=gflops,
+        last_checkpoint=_existing(out_dir / LAST), best_checkpoint=_existing(out_dir / BEST),
+        bundle=_existing(bundle))
+    events.on_run_end(result)
+    return result
+
+
+def _run_epochs(step: TrainStep, spec: TrainSpec, prepared: PreparedData,
+                history: list[EpochMetrics], out_dir: Path,
+                events: CallbackList) -> tuple[RunStatus, bool]:
+    """Train the remaining epochs, appending to `history`; (status, whether any epoch ran)."""
+    hp = spec.hyperparameters
+    runtime = step.runtime
+    transform = BatchTransform(image_size=hp.image_size, augmentation=hp.augmentation,
+                               mean=IMAGENET_MEAN, std=IMAGENET_STD, device=runtime.device,
+                               channels_last=runtime.channels_last)
+    read = partial(iterate_batches, prepared, num_workers=hp.num_workers,
+                   pin_memory=runtime.device.type == "cuda")
+    train_crop = None if transform.needs_full_image else hp.image_size
+    val_plan = batch_plan(len(prepared.val), hp.eval_batch_size, None)
+    trained = False
+    for epoch in range(len(history) + 1, hp.epochs + 1):
+        if _patience_exhausted(history, hp.early_stopping_patience):
+            return "early_stopped", trained
+        torch.manual_seed(derived_seed(hp.seed, epoch, "torch"))  # dropout, drop-path
+        generator = torch.Generator().manual_seed(derived_seed(hp.seed, epoch, "data"))
+        plan = batch_plan(len(prepared.train), hp.batch_size, generator)
+        started = time.perf_counter()
+        stats = train_one_epoch(step, read(prepared.train, plan, crop=train_crop),
+                                partial(transform, generator=generator), epoch=epoch,
+                                total_batches=len(plan), callbacks=events)
+        if stats is None:
+            return "cancelled", trained
+        scores = evaluate(step.model, read(prepared.val, val_plan, crop=hp.image_size),
+                          transform, num_classes=len(prepared.class_names), runtime=runtime)
+        metrics = _epoch_metrics(epoch, stats, scores, history, prepared.class_names,
+                                 time.perf_counter() - started)
+        history.append(metrics)
+        trained = True
+        # Checkpoints first, then the epoch event: whoever records the epoch can point at them.
+        last = save_checkpoint(out_dir / LAST, _checkpoint_state(step, spec, prepared, history),
+                               "last", epoch)
+        events.on_checkpoint(last)
+        if metrics.is_best:
+            events.on_checkpoint(copy_checkpoint(last, out_dir / BEST, "best"))
+        events.on_epoch_end(metrics)
+    return "completed", trained
+
+
+def _epoch_metrics(epoch: int, stats: TrainStats, scores: EvalStats,
+                   history: list[EpochMetrics], class_names: list[str],
+                   seconds: float) -> EpochMetrics:
+    best = _best_epoch(history)
+    is_best = best is None or (scores.accuracy, -scores.loss) > (
+        history[best - 1].val_accuracy, -history[best - 1].val_loss)
+    return EpochMetrics(
+        epoch=epoch, train_loss=stats.loss, train_accuracy=stats.accuracy,
+        val_loss=scores.loss, val_accuracy=scores.accuracy, lr=stats.lr, epoch_seconds=seconds,
+        train_images_per_second=stats.images / max(stats.seconds, 1e-9),
+        generalization_gap=stats.accuracy - scores.accuracy, grad_norms=stats.grad_norms,
+        is_best=is_best,
+        best_details=best_details(class_names, scores.confusion) if is_best else None)
+
+
+def derived_seed(seed: int, epoch: int, purpose: str) -> int:
+    """A seed for one purpose in one epoch, independent of every other (seed, epoch, purpose)."""
+    digest = hashlib.sha256(f"{seed}:{epoch}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # torch seeds are signed 64-bit
+
+
+def _check_architecture(spec: TrainSpec) -> None:
+    """Fail on a bad architecture before spending minutes on the image cache."""
+    try:
+        validate_options(spec.architecture.name, spec.architecture.options)
+    except ModelConfigError as exc:
+        raise _spec_error(exc, spec) from None
+
+
+def _spec_error(exc: ModelConfigError, spec: TrainSpec) -> SpecError:
+    if exc.field == "name":
+        return SpecError("architecture.name", exc.message)
+    if exc.field == "pretrained_weights" and spec.hyperparameters.pretrained_weights:
+        return SpecError("hyperparameters.pretrained_weights", exc.message)
+    return SpecError(f"architecture.options.{exc.field}", exc.message)
+
+
+def _build(spec: TrainSpec, num_classes: int, *,
+           weights: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """The network: freshly initialised (from pretrained_weights if set), or holding `weights`.
+
+    With `weights` it is built on the meta device and the tensors are adopted as they are:
+    random init of 21M parameters takes longer than an epoch of a tiny test run, and the
+    pretrained file of a resumed run may be gone by then.
+    """
+    options = dict(spec.architecture.options)
+    pretrained = spec.hyperparameters.pretrained_weights or options.get("pretrained_weights")
+    options["pretrained_weights"] = pretrained if weights is None else None
+    try:
+        if weights is None:
+            return build_model(spec.architecture.name, num_classes, **options)
+        with torch.device("meta"):
+            model = build_model(spec.architecture.name, num_classes, **options)
+    except ModelConfigError as exc:
+        raise _spec_error(exc, spec) from None
+    model.load_state_dict(weights, assign=True)
+    return model
+
+
+def _training_objects(model: nn.Module, spec: TrainSpec, runtime: Runtime,
+                      train_size: int) -> TrainStep:
+    hp = spec.hyperparameters
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    model = model.to(runtime.device, memory_format=memory_format)
+    optimizer = build_optimizer(model, hp)
+    steps_per_epoch = len(batch_plan(train_size, hp.batch_size, torch.Generator()))
+    return TrainStep(
+        model=torch.compile(model) if hp.compile else model,
+        base_model=model,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, hp, steps_per_epoch),
+        scaler=torch.amp.GradScaler(runtime.device.type, enabled=runtime.fp16),
+        criterion=nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing),
+        grad_clip=hp.grad_clip,
+        runtime=runtime,
+    )
+
+
+def _checkpoint_state(step: TrainStep, spec: TrainSpec, prepared: PreparedData,
+                      history: list[EpochMetrics]) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "epoch": len(history),
+        "model": step.base_model.state_dict(),
+        "optimizer": step.optimizer.state_dict(),
+        "scheduler": step.scheduler.state_dict(),
+        "scaler": step.scaler.state_dict(),
+        "rng": rng_state(),
+        "spec": spec.model_dump(mode="json"),
+        "data": {"class_names": prepared.class_names, "split_id": prepared.split_id},
+        "class_names": prepared.class_names,
+        "metrics": [m.model_dump(mode="json") for m in history],
+    }
+
+
+def _restore(step: TrainStep, state: dict[str, Any]) -> list[EpochMetrics]:
+    """Optimizer, scheduler, scaler and RNG state (the weights are already in the model)."""
+    step.optimizer.load_state_dict(state["optimizer"])
+    step.scheduler.load_state_dict(state["scheduler"])
+    step.scaler.load_state_dict(state["scaler"])
+    restore_rng_state(state["rng"])
+    return history_of(state)
+
+
+def _best_epoch(history: list[EpochMetrics]) -> int | None:
+    """Highest validation accuracy, ties broken by lower validation loss, then earlier epoch."""
+    if not history:
+        return None
+    return max(history, key=lambda m: (m.val_accuracy, -m.val_loss, -m.epoch)).epoch
+
+
+def _patience_exhausted(history: list[EpochMetrics], patience: int | None) -> bool:
+    best = _best_epoch(history)
+    return patience is not None and best is not None and len(history) - best >= patience
+
+
+def _export_bundle(spec: TrainSpec, prepared: PreparedData, best: EpochMetrics, out_dir: Path,
+                   num_parameters: int, gflops: float) -> None:
+    """The best weights as an inference bundle (read back from best.pt: the model in memory
+    is the last epoch's)."""
+    model = _build(spec, len(prepared.class_names),
+                   weights=load_checkpoint(out_dir / BEST)["model"])
+    save_bundle(
+        out_dir / BUNDLE, model,
+        architecture=spec.architecture.model_dump(mode="json"),
+        class_names=prepared.class_names,
+        preprocessing={"image_size": prepared.image_size, "resize_size": prepared.resize_size,
+                       "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        metadata={"best_epoch": best.epoch, "val_accuracy": best.val_accuracy,
+                  "val_loss": best.val_loss, "num_parameters": num_parameters,
+                  "gflops": gflops, "dataset_fingerprint": prepared.fingerprint,
+                  "split_id": prepared.split_id,
+                  "hyperparameters": spec.hyperparameters.model_dump(mode="json")})
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.is_file() else None
