@@ -11,10 +11,18 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """Decoded pixels as a camera meant them: EXIF orientation applied, in RGB.
+
+    Training and serving both call this, so a phone photo stored sideways looks the same to both.
+    """
+    return ImageOps.exif_transpose(image).convert("RGB")
 
 
 def default_resize_size(image_size: int) -> int:

@@ -11,13 +11,14 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Query, Request
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from core.settings import Settings
+from models.preprocess import upright_rgb
 from service import serving
 from service.deps import SessionDep, SettingsDep
 from service.errors import ApiError
@@ -223,7 +224,7 @@ def decode_image(upload: Upload, max_pixels: int) -> Image.Image:
             FIELD,
         )
     try:
-        return ImageOps.exif_transpose(image).convert("RGB")
+        return upright_rgb(image)
     except Exception as exc:  # noqa: BLE001 - as above, now that the pixels are decoded
         raise _corrupt(upload, exc) from None
 

@@ -45,3 +45,18 @@ def test_batch_needs_one_size():
         to_normalized_tensor([Image.new("RGB", (8, 8)), Image.new("RGB", (9, 8))])
     with pytest.raises(ValueError, match="no images"):
         to_normalized_tensor([])
+
+
+def test_upright_rgb_applies_exif_orientation(tmp_path) -> None:
+    from models.preprocess import upright_rgb
+
+    pixels = Image.new("L", (4, 2), 0)
+    pixels.putpixel((0, 0), 255)  # a bright top-left corner on a wide image
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    path = tmp_path / "sideways.jpg"
+    pixels.save(path, exif=exif, quality=100)
+    with Image.open(path) as stored:
+        upright = upright_rgb(stored)
+    assert upright.mode == "RGB" and upright.size == (2, 4)  # now tall
+    assert upright.getpixel((1, 0))[0] > 200  # the bright corner moved to the top right

@@ -30,7 +30,7 @@ from PIL import Image
 
 from core.datasets import DatasetScan, SkippedFile
 from core.settings import get_settings
-from models.preprocess import resize_shorter_and_center_crop
+from models.preprocess import resize_shorter_and_center_crop, upright_rgb
 
 # Bump when the stored pixels would change (decoder settings, resize function).
 CACHE_VERSION = 1
@@ -82,7 +82,7 @@ def decode_image(path: Path, resize: int, side: int, max_pixels: int) -> np.ndar
             if image.width * image.height > max_pixels:
                 raise ValueError(f"{image.width}x{image.height} exceeds {max_pixels} pixels")
             image.load()
-            square = resize_shorter_and_center_crop(image.convert("RGB"), resize, side)
+            square = resize_shorter_and_center_crop(upright_rgb(image), resize, side)
     return np.asarray(square, dtype=np.uint8)
 
 
