@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import shlex
-import statistics
 import threading
 import time
 import uuid
@@ -207,8 +206,6 @@ class LocalBackend:
 
         presets = {name: info.default_options for name, info in models.ARCHITECTURES.items()}
         with self._session() as session:
-            for job_id in job_ids:
-                _store_inference_ms(session, job_id)
             records = load_records(session=session, job_ids=job_ids, presets=presets)
         return build_comparison(records)
 
@@ -220,50 +217,6 @@ class LocalBackend:
                 EpochMetrics.model_validate(row, from_attributes=True)
                 for row in repo.job_metrics(session=session, job_id=job_id)
             ]
-
-
-def _store_inference_ms(session: Any, job_id: int) -> None:
-    """Time the model once, as the API does for GET /compare, and keep it in run_info."""
-    import torch
-
-    from core import repository as repo
-    from core.tables import JobStatus
-
-    job = repo.get_job(session=session, job_id=job_id)
-    if job is None or job.status != JobStatus.succeeded or "inference_ms" in job.run_info:
-        return
-    num_classes = len(job.run_info.get("class_names") or job.dataset.classes)
-    size = int(job.hyperparameters["image_size"])
-    milliseconds = measure_inference_ms(
-        job.architecture, job.architecture_options, num_classes, size
-    )
-    run_info = dict(job.run_info) | {
-        "inference_ms": milliseconds,
-        "inference_device": "cpu",
-        "inference_threads": torch.get_num_threads(),
-    }
-    repo.update_job(session=session, job_id=job_id, run_info=run_info)
-
-
-def measure_inference_ms(
-    architecture: str, options: dict[str, Any], num_classes: int, image_size: int, repeats: int = 10
-) -> float:
-    """Median CPU time of one forward pass of one image (the weights do not change it)."""
-    import torch
-
-    import models
-
-    options = {k: v for k, v in options.items() if k != "pretrained_weights"}
-    model = models.build_model(architecture, max(num_classes, 2), **options).eval()
-    image = torch.randn(1, 3, image_size, image_size)
-    times = []
-    with torch.inference_mode():
-        for index in range(repeats + 2):
-            started = time.perf_counter()
-            model(image)
-            if index >= 2:  # the first calls allocate memory and choose kernels
-                times.append(time.perf_counter() - started)
-    return round(1000 * statistics.median(times), 3)
 
 
 # --- against a running service -------------------------------------------------------------------

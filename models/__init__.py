@@ -12,6 +12,7 @@ from .summary import (
     architecture_summary,
     count_flops,
     count_parameters,
+    measure_latency_ms,
     stage_grad_norms,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "count_parameters",
     "load_bundle",
     "load_pretrained",
+    "measure_latency_ms",
     "save_bundle",
     "stage_grad_norms",
     "validate_options",

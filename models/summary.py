@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import statistics
+import time
 from typing import Any
 
 import torch
@@ -81,6 +83,28 @@ def architecture_summary(
         raise ModelConfigError("image_size", f"must be a positive integer (got {image_size!r})")
     # A copy, so a caller editing the result cannot change what the cache returns next time.
     return copy.deepcopy(_summary(name, num_classes, image_size, **options))
+
+
+def measure_latency_ms(model: nn.Module, image_size: int, repeats: int = 10) -> float:
+    """Median wall time (ms) of one forward pass of a single image on the model's device.
+
+    Wall-clock on a possibly busy machine: compare figures measured under the same conditions.
+    """
+    parameter = next(model.parameters())
+    image = torch.randn(1, 3, image_size, image_size, device=parameter.device)
+    was_training = model.training
+    model.eval()
+    times = []
+    with torch.inference_mode():
+        for index in range(repeats + 2):
+            started = time.perf_counter()
+            model(image)
+            if parameter.device.type == "cuda":
+                torch.cuda.synchronize()
+            if index >= 2:  # the first calls allocate memory and choose kernels
+                times.append(time.perf_counter() - started)
+    model.train(was_training)
+    return round(1000 * statistics.median(times), 3)
 
 
 def stage_grad_norms(model: nn.Module) -> dict[str, float]:

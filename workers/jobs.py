@@ -14,6 +14,8 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from core import repository as repo
 from core.datasets import DatasetError
 from core.db import session_scope
@@ -22,7 +24,7 @@ from core.settings import Settings
 from core.specs import ArchitectureSpec, EpochMetrics, Hyperparameters, SpecError, TrainSpec
 from core.storage import job_dir
 from core.tables import JobStatus
-from models import ModelConfigError
+from models import ModelConfigError, build_model, measure_latency_ms
 from workers.engine import train
 from workers.engine.callbacks import BatchProgress, CheckpointEvent, RunInfo, TrainingCallback
 
@@ -190,7 +192,28 @@ def _train(
         return JobStatus.failed, f"{type(exc).__name__}: {exc}", traceback.format_exc()
     if result.status == "cancelled":
         return JobStatus.cancelled, None, None
+    record_inference_latency(settings, job_id, spec, len(result.class_names))
     return JobStatus.succeeded, None, None
+
+
+def record_inference_latency(
+    settings: Settings, job_id: int, spec: TrainSpec, num_classes: int
+) -> None:
+    """CPU latency of one image at the job's size, kept in run_info for comparisons.
+
+    The weights do not change the time, so a freshly built model is timed.
+    """
+    options = {k: v for k, v in spec.architecture.options.items() if k != "pretrained_weights"}
+    model = build_model(spec.architecture.name, num_classes, **options)
+    latency = {
+        "inference_ms": measure_latency_ms(model, spec.hyperparameters.image_size),
+        "inference_device": "cpu",
+        "inference_threads": torch.get_num_threads(),
+    }
+    with session_scope(settings.database) as session:
+        job = repo.get_job(session=session, job_id=job_id)
+        if job is not None:
+            repo.update_job(session=session, job_id=job_id, run_info=job.run_info | latency)
 
 
 def requeue_stale_jobs(settings: Settings) -> list[int]:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Annotated, Literal
 
-import torch
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy.orm import Session
@@ -16,7 +13,6 @@ from core import repository as repo
 from core.compare import CompareError, Comparison, JobRecord, build_comparison, load_records
 from core.plots import Curve, curves_figure, gradient_flow_figure, gradients_figure, to_png
 from core.report import comparison_csv, comparison_markdown
-from core.tables import Job, JobStatus
 from service.deps import SessionDep
 from service.errors import ApiError
 
@@ -50,8 +46,6 @@ def parse_job_ids(jobs: str) -> list[int]:
 
 def _records(session: Session, jobs: str) -> list[JobRecord]:
     ids = parse_job_ids(jobs)
-    for job_id in ids:
-        _ensure_inference_ms(session, job_id)
     presets = {name: info.default_options for name, info in models.ARCHITECTURES.items()}
     try:
         return load_records(session=session, job_ids=ids, presets=presets)
@@ -121,44 +115,3 @@ def job_curves(job_id: int, session: SessionDep) -> Response:
 def job_gradients(job_id: int, session: SessionDep) -> Response:
     """Mean gradient norm of each stage per epoch, and along the depth."""
     return _png(to_png(gradients_figure(_job_curve(session, job_id))))
-
-
-# --- inference latency, measured once per job and kept in run_info ---------------------------
-
-
-def _ensure_inference_ms(session: Session, job_id: int) -> None:
-    job = repo.get_job(session=session, job_id=job_id)
-    if job is None or job.status != JobStatus.succeeded or "inference_ms" in job.run_info:
-        return
-    try:
-        milliseconds = measure_inference_ms(job)
-    except (models.ModelConfigError, RuntimeError, ValueError):
-        return  # an architecture this server cannot build: the column stays empty
-    run_info = dict(job.run_info) | {
-        "inference_ms": milliseconds,
-        "inference_device": "cpu",
-        "inference_threads": torch.get_num_threads(),
-    }
-    repo.update_job(session=session, job_id=job_id, run_info=run_info)
-    session.refresh(job)
-
-
-def measure_inference_ms(job: Job, repeats: int = 10) -> float:
-    """Median CPU time of one forward pass of a single image at the job's image size.
-
-    The weights do not change the time, so the model is built from its architecture rather
-    than read from the bundle (which may be gone).
-    """
-    options = {k: v for k, v in job.architecture_options.items() if k != "pretrained_weights"}
-    num_classes = len(job.run_info.get("class_names") or job.dataset.classes) or 2
-    model = models.build_model(job.architecture, num_classes, **options).eval()
-    size = int(job.hyperparameters.get("image_size", 224))
-    image = torch.randn(1, 3, size, size)
-    times = []
-    with torch.inference_mode():
-        for index in range(repeats + 2):
-            started = time.perf_counter()
-            model(image)
-            if index >= 2:  # the first calls allocate and pick kernels
-                times.append(time.perf_counter() - started)
-    return round(1000 * statistics.median(times), 3)

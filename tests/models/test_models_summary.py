@@ -75,3 +75,11 @@ def test_stage_grad_norms_separate_stages(images):
     assert all(norms[s] > 0 for s in ("stem", "stage1", "stage2", "stage3", "stage4"))
     with pytest.raises(ValueError, match="no stage"):
         stage_grad_norms(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def test_measure_latency_ms_times_a_forward_pass_and_keeps_the_mode() -> None:
+    from models import build_model, measure_latency_ms
+
+    model = build_model("resnet34", 3).train()
+    milliseconds = measure_latency_ms(model, image_size=32, repeats=3)
+    assert milliseconds > 0 and model.training
