@@ -14,6 +14,7 @@ from .summary import (
     count_parameters,
     measure_latency_ms,
     stage_grad_norms,
+    stage_parameters,
 )
 
 __all__ = [
@@ -34,5 +35,6 @@ __all__ = [
     "measure_latency_ms",
     "save_bundle",
     "stage_grad_norms",
+    "stage_parameters",
     "validate_options",
 ]

@@ -107,18 +107,27 @@ def measure_latency_ms(model: nn.Module, image_size: int, repeats: int = 10) -> 
     return round(1000 * statistics.median(times), 3)
 
 
+def stage_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Every parameter under its stage; raises ValueError for one that belongs to none."""
+    groups: dict[str, list[nn.Parameter]] = {stage: [] for stage in STAGES}
+    for name, param in model.named_parameters():
+        stage = _STAGE_OF.get(name.split(".", 1)[0])
+        if stage is None:
+            raise ValueError(f"parameter {name!r} belongs to no stage of {STAGES}")
+        groups[stage].append(param)
+    return groups
+
+
 def stage_grad_norms(model: nn.Module) -> dict[str, float]:
     """L2 norm of the gradients of each stage's parameters (0.0 where there are none).
 
     Call after backward. Raises ValueError for a parameter outside the known stages.
     """
-    index = {stage: i for i, stage in enumerate(STAGES)}
-    totals = torch.zeros(len(STAGES), device=next(model.parameters()).device)
-    for name, param in model.named_parameters():
-        stage = _STAGE_OF.get(name.split(".", 1)[0])
-        if stage is None:
-            raise ValueError(f"parameter {name!r} belongs to no stage of {STAGES}")
-        if param.grad is not None:
-            totals[index[stage]] += param.grad.detach().float().pow(2).sum()
+    device = next(model.parameters()).device
+    squares = [
+        sum((p.grad.detach().float().pow(2).sum() for p in params if p.grad is not None),
+            torch.zeros((), device=device))
+        for params in stage_parameters(model).values()
+    ]
     # One transfer for all stages: .tolist() syncs with the GPU.
-    return dict(zip(STAGES, totals.sqrt().tolist(), strict=True))
+    return dict(zip(STAGES, torch.stack(squares).sqrt().tolist(), strict=True))

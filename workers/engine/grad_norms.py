@@ -4,8 +4,8 @@
 it walks the parameters one small op at a time (about a tenth of a training step of
 ResNet-34 at 64 px on two CPU cores). The epoch mean needs neither: the parameters are grouped
 once, each step adds one fused norm per stage to a tensor on the device, and the epoch ends
-with a single transfer. The grouping is `models.stage_grad_norms`'s (torchvision parameter
-names); `test_stage_norms_match_models` checks that the two agree on every architecture.
+with a single transfer. The grouping is `models.stage_parameters`, as for `stage_grad_norms`;
+`test_stage_norms_match_models` checks that the two agree on every architecture.
 """
 
 from __future__ import annotations
@@ -14,30 +14,7 @@ import torch
 from torch import nn
 
 from core.specs import STAGES
-
-# Top-level module -> stage, as in models.summary. A pre-activation net's final BN normalises
-# stage 4's output, so it counts there.
-STAGE_OF_MODULE = {
-    "conv1": "stem",
-    "bn1": "stem",
-    "layer1": "stage1",
-    "layer2": "stage2",
-    "layer3": "stage3",
-    "layer4": "stage4",
-    "final_norm": "stage4",
-    "fc": "classifier",
-}
-
-
-def stage_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Every parameter under its stage; raises ValueError for one that belongs to none."""
-    groups: dict[str, list[nn.Parameter]] = {stage: [] for stage in STAGES}
-    for name, param in model.named_parameters():
-        stage = STAGE_OF_MODULE.get(name.split(".", 1)[0])
-        if stage is None:
-            raise ValueError(f"parameter {name!r} belongs to no stage of {STAGES}")
-        groups[stage].append(param)
-    return groups
+from models import stage_parameters
 
 
 class StageGradNorms:
