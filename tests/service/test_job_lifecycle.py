@@ -16,7 +16,7 @@ from core.tables import Dataset, Job, JobStatus, utcnow
 def job_id(settings: Settings) -> int:
     with session_scope(settings.database) as session:
         dataset = repo.add_dataset(session=session, dataset=Dataset(
-            name="d", path="/tmp/d", source="folder", fingerprint="f"))
+            name="d", path="/tmp/no-such-dataset-d", source="folder", fingerprint="f"))
         job = Job(dataset_id=dataset.id, architecture="resnet34", hyperparameters={"epochs": 1})
         repo.add_jobs(session=session, jobs=[job])
         return job.id
@@ -77,3 +77,38 @@ def test_finished_and_cancelled_jobs_are_never_claimed(settings: Settings, job_i
         repo.request_cancel(session=session, job=repo.get_job(session=session, job_id=job_id))
     assert not claim(settings, job_id, "a:1")
     assert load(settings, job_id).status == JobStatus.cancelled
+
+
+def test_a_job_on_a_vanished_dataset_fails_with_a_message(settings: Settings,
+                                                          job_id: int) -> None:
+    from workers.jobs import run_job
+
+    assert run_job(settings, job_id) == JobStatus.failed
+    job = load(settings, job_id)
+    assert job.status == JobStatus.failed and job.finished_at is not None
+    # A dataset problem is the user's to fix: a message, no traceback.
+    assert "/tmp/no-such-dataset-d" in job.error_message and job.error_traceback is None
+
+
+def test_an_unexpected_error_is_recorded_with_its_traceback(
+    settings: Settings, job_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.jobs
+
+    def explode(*_: object, **__: object) -> None:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(workers.jobs, "train", explode)
+    assert workers.jobs.run_job(settings, job_id) == JobStatus.failed
+    job = load(settings, job_id)
+    assert job.error_message == "RuntimeError: CUDA out of memory (simulated)"
+    assert "Traceback" in job.error_traceback and "explode" in job.error_traceback
+
+
+def test_a_finished_job_is_not_run_again(settings: Settings, job_id: int) -> None:
+    from workers.jobs import run_job
+
+    with session_scope(settings.database) as session:
+        repo.finish_job(session=session, job_id=job_id, status=JobStatus.succeeded)
+    assert run_job(settings, job_id) is None  # a redelivered message is ignored
+    assert load(settings, job_id).status == JobStatus.succeeded
