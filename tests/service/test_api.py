@@ -282,3 +282,20 @@ def test_architectures_are_listed_with_costs(client: TestClient) -> None:
     assert by_name["resnet34"]["parameters"] > by_name["plain34"]["parameters"]
     assert by_name["resnet34"]["gflops"] > 1
 
+
+
+def test_zip_bomb_is_refused_by_unpacked_size(tmp_path: Path) -> None:
+    from core.migrate import upgrade
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a/1.jpg", b"\0" * 5_000_000)  # 5 MB of zeros packs into ~5 KB
+        archive.writestr("b/1.jpg", b"x")
+    assert len(buffer.getvalue()) < 50_000
+    limited = make_settings(tmp_path, max_unpacked_bytes=1_000_000)
+    upgrade(limited.database)
+    with client_for(limited) as client:
+        response = upload(client, buffer.getvalue())
+    assert response.status_code == 422
+    assert "more than 1000000 bytes" in response.json()["detail"]
+    assert not any(limited.datasets_dir.iterdir())
