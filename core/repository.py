@@ -33,6 +33,11 @@ def add_dataset(*, session: Session, dataset: Dataset) -> Dataset:
     return dataset
 
 
+def delete_dataset(*, session: Session, dataset: Dataset) -> None:
+    session.delete(dataset)
+    session.commit()
+
+
 def get_job(*, session: Session, job_id: int) -> Job | None:
     return session.get(Job, job_id)
 

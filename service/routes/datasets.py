@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from core import repository as repo
 from core.dataset_registry import register_archive, register_folder
 from core.datasets import DatasetError
+from core.tables import Dataset
 from service.deps import SessionDep, SettingsDep, TokenDep
 from service.errors import ApiError
 from service.schemas import DatasetPublic, DatasetRegister, DatasetsPublic
@@ -105,9 +106,29 @@ def list_datasets(
     return DatasetsPublic(data=[DatasetPublic.from_row(row) for row in rows], count=total)
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic)
-def get_dataset(dataset_id: int, session: SessionDep) -> DatasetPublic:
+def load_dataset(session: SessionDep, dataset_id: int) -> Dataset:
     dataset = repo.get_dataset(session=session, dataset_id=dataset_id)
     if dataset is None:
         raise ApiError(404, f"dataset {dataset_id} not found", "dataset_id")
-    return DatasetPublic.from_row(dataset)
+    return dataset
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic)
+def get_dataset(dataset_id: int, session: SessionDep) -> DatasetPublic:
+    return DatasetPublic.from_row(load_dataset(session, dataset_id))
+
+
+@router.delete("/{dataset_id}", status_code=204, dependencies=[TokenDep])
+def delete_dataset(dataset_id: int, session: SessionDep, settings: SettingsDep) -> Response:
+    """Forget a dataset with no jobs; an uploaded one's files go too, a registered folder stays."""
+    dataset = load_dataset(session, dataset_id)
+    if dataset.jobs:
+        raise ApiError(409, f"dataset {dataset_id} has {len(dataset.jobs)} job(s); delete them "
+                       "first", "dataset_id")
+    folder = Path(dataset.path)
+    repo.delete_dataset(session=session, dataset=dataset)
+    if dataset.source == "upload" and folder.is_relative_to(settings.datasets_dir):
+        # The upload was unpacked into datasets/<id>/, possibly under a wrapper folder.
+        shutil.rmtree(settings.datasets_dir / folder.relative_to(settings.datasets_dir).parts[0],
+                      ignore_errors=True)
+    return Response(status_code=204)

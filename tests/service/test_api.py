@@ -299,3 +299,17 @@ def test_zip_bomb_is_refused_by_unpacked_size(tmp_path: Path) -> None:
     assert response.status_code == 422
     assert "more than 1000000 bytes" in response.json()["detail"]
     assert not any(limited.datasets_dir.iterdir())
+
+
+def test_delete_dataset(client: TestClient, dataset_id: int, settings: Settings,
+                        synth_zip: Path) -> None:
+    job = client.post("/jobs", json=job_body(dataset_id)).json()
+    refused = client.delete(f"/datasets/{dataset_id}")
+    assert refused.status_code == 409 and "job" in refused.json()["detail"]
+    other = upload(client, synth_zip.read_bytes()).json()
+    folders = set(settings.datasets_dir.iterdir())
+    assert client.delete(f"/datasets/{other['id']}").status_code == 204
+    assert len(set(settings.datasets_dir.iterdir())) == len(folders) - 1  # its files are gone
+    assert client.get(f"/datasets/{other['id']}").status_code == 404
+    assert client.get(f"/jobs/{job['id']}").status_code == 200  # nothing else touched
+    assert client.delete("/datasets/999").status_code == 404
