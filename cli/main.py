@@ -17,10 +17,4 @@ app = typer.Typer(
 COMMAND_MODULES = ("cli.train", "cli.datasets", "cli.server", "cli.predict", "cli.study")
 
 for module_name in COMMAND_MODULES:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        continue  # a command group not built yet
-    module.register(app)
+    importlib.import_module(module_name).register(app)
