@@ -155,3 +155,59 @@ def test_work_queued_during_a_forward_pass_shares_the_next_one(
     with torch.inference_mode():
         alone = bundle.model(pixels[2]).softmax(dim=1).max(dim=1).values.tolist()
     assert [top[0][1] for top in results[2]] == pytest.approx(alone, abs=1e-6)
+
+
+def tiny_loaded_model() -> serving.LoadedModel:
+    bundle = SimpleNamespace(
+        model=torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)),
+        class_names=["x", "y", "z"],
+    )
+    return serving.LoadedModel(serving.BundleKey("m.pt", 1, 1, 1), bundle)  # type: ignore[arg-type]
+
+
+def recording_forward(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    batches: list[list[int]] = []
+    real_forward = serving.run_forward
+
+    def record(batch):  # type: ignore[no-untyped-def]
+        batches.append([len(work.pixels) for work in batch])
+        return real_forward(batch)
+
+    monkeypatch.setattr(serving, "run_forward", record)
+    return batches
+
+
+def test_a_batch_waits_briefly_for_requests_being_prepared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batches = recording_forward(monkeypatch)
+    model = tiny_loaded_model()
+    batcher = serving.InferenceBatcher(gather_seconds=WAIT)
+    preparing, submitted = threading.Event(), threading.Event()
+
+    def second_request() -> None:
+        with batcher.expecting():
+            preparing.set()
+            time.sleep(0.05)  # decoding its image while the first one is ready
+            futures.append(batcher.submit(model, torch.randn(2, 3, 2, 2), top_k=1))
+        submitted.set()
+
+    futures: list = []
+    thread = threading.Thread(target=second_request)
+    thread.start()
+    assert preparing.wait(WAIT)
+    with batcher.expecting():
+        first = batcher.submit(model, torch.randn(1, 3, 2, 2), top_k=1)
+    assert len(first.result(WAIT)) == 1 and len(futures[0].result(WAIT)) == 2
+    thread.join()
+    assert batches == [[1, 2]]  # one pass for both, not a lone image then the other
+
+
+def test_a_lone_request_is_not_delayed(monkeypatch: pytest.MonkeyPatch) -> None:
+    recording_forward(monkeypatch)
+    batcher = serving.InferenceBatcher(gather_seconds=5.0)
+    started = time.monotonic()
+    with batcher.expecting():
+        result = batcher.submit(tiny_loaded_model(), torch.randn(1, 3, 2, 2), top_k=1)
+    assert len(result.result(WAIT)) == 1
+    assert time.monotonic() - started < 1.0  # far below the 5 s gathering limit
