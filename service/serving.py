@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import enum
 import threading
-import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -300,31 +297,15 @@ class _Work:
 class InferenceBatcher:
     """Runs forward passes on one thread; work queued meanwhile for the same model is batched.
 
-    Requests announce themselves (`expecting`) while they decode and preprocess. A batch about
-    to start waits, at most `gather_seconds`, for requests already being prepared: concurrent
-    clients then share one pass instead of alternating a lone image with the rest. A lone
-    request has nobody to wait for and starts at once.
+    There is no gathering window: an idle batcher starts at once (no added latency for a lone
+    request), and a busy one collects whatever arrived during the previous pass.
     """
 
-    def __init__(self, max_batch_images: int = 64, gather_seconds: float = 0.025) -> None:
+    def __init__(self, max_batch_images: int = 64) -> None:
         self.max_batch_images = max_batch_images
-        self.gather_seconds = gather_seconds
         self._pending: deque[_Work] = deque()
-        self._expected = 0  # requests between `expecting()` and the end of their submit
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
-
-    @contextmanager
-    def expecting(self) -> Iterator[None]:
-        """Wrap a request's preparation and its `submit`, so a starting batch can wait for it."""
-        with self._ready:
-            self._expected += 1
-        try:
-            yield
-        finally:
-            with self._ready:
-                self._expected -= 1
-                self._ready.notify_all()
 
     def submit(self, model: LoadedModel, pixels: torch.Tensor, top_k: int) -> Future[TopK]:
         work = _Work(model, pixels, top_k)
@@ -354,7 +335,6 @@ class InferenceBatcher:
         with self._ready:
             while not self._pending:
                 self._ready.wait()
-            self._gather()
             batch = [self._pending.popleft()]
             images = len(batch[0].pixels)
             while (
@@ -366,16 +346,6 @@ class InferenceBatcher:
                 batch.append(work)
                 images += len(work.pixels)
             return batch
-
-
-    def _gather(self) -> None:
-        """Wait (lock held by the caller) for requests still being prepared, briefly."""
-        deadline = time.monotonic() + self.gather_seconds
-        while self._expected > 0 and len(self._pending) < self.max_batch_images:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._ready.wait(remaining)
 
 
 def run_forward(batch: list[_Work]) -> list[TopK]:

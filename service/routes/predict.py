@@ -90,16 +90,14 @@ async def predict(
     """Top-k classes of each uploaded image (multipart field `file`, repeatable)."""
     started = time.perf_counter()
     uploads = await read_uploads(request, settings)
-    with server.batcher.expecting():
-        images = await anyio.to_thread.run_sync(decode_images, uploads, settings.max_image_pixels)
-        choice, loaded = await anyio.to_thread.run_sync(
-            _choose_and_load, session, server, job_id, dataset_id
-        )
-        # The bundle's own preprocessing: image size and normalisation travel with the model.
-        pixels = await anyio.to_thread.run_sync(loaded.bundle.preprocess, images)
-        result = server.batcher.submit(loaded, pixels, top_k)
+    images = await anyio.to_thread.run_sync(decode_images, uploads, settings.max_image_pixels)
+    choice, loaded = await anyio.to_thread.run_sync(
+        _choose_and_load, session, server, job_id, dataset_id
+    )
+    # The bundle's own preprocessing: image size and normalisation travel with the model.
+    pixels = await anyio.to_thread.run_sync(loaded.bundle.preprocess, images)
     try:
-        top = await asyncio.wrap_future(result)
+        top = await asyncio.wrap_future(server.batcher.submit(loaded, pixels, top_k))
     except Exception as exc:  # noqa: BLE001 - a model that fails to run is the job's problem
         raise ApiError(
             409, f"the model of job {choice.model.job.id} failed to run: {exc}", "job_id"
