@@ -61,8 +61,15 @@ def class_counts(scan: DatasetScan, settings: Settings) -> dict[str, dict[str, i
 
 def register_folder(*, session: Session, settings: Settings, root: Path, name: str,
                     source: str) -> Dataset:
-    """Scan `root` (raises DatasetError when unusable) and store it as a dataset row."""
+    """Scan `root` (raises DatasetError when unusable) and store it as a dataset row.
+
+    Registering an unchanged folder again returns its row, so that every job on the same
+    files compares as one dataset.
+    """
     scan = scan_dataset(root)
+    existing = repo.find_dataset(session=session, path=str(root), fingerprint=scan.fingerprint)
+    if existing is not None:
+        return existing
     skipped = undecodable(scan, settings.max_image_pixels)
     dataset = Dataset(
         name=name,

@@ -33,6 +33,11 @@ def add_dataset(*, session: Session, dataset: Dataset) -> Dataset:
     return dataset
 
 
+def find_dataset(*, session: Session, path: str, fingerprint: str) -> Dataset | None:
+    query = select(Dataset).where(Dataset.path == path, Dataset.fingerprint == fingerprint)
+    return session.scalars(query.order_by(Dataset.id).limit(1)).first()
+
+
 def delete_dataset(*, session: Session, dataset: Dataset) -> None:
     session.delete(dataset)
     session.commit()

@@ -142,6 +142,8 @@ def test_folder_registration_stays_under_the_root(tmp_path: Path, synth_folder: 
         ok = client.post("/datasets/register", json={"path": synth_folder.name})
         assert ok.status_code == 201, ok.text
         assert ok.json()["source"] == "folder" and ok.json()["num_images"] == 40
+        again = client.post("/datasets/register", json={"path": synth_folder.name})
+        assert again.json()["id"] == ok.json()["id"]  # same files, same dataset
 
 
 def test_create_job(client: TestClient, dataset_id: int, settings: Settings) -> None:
