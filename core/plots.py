@@ -93,6 +93,7 @@ def curves_figure(curves: Sequence[Curve], title: str | None = None) -> Figure:
     for index, curve in enumerate(curves):
         _plot_curve(loss_ax, acc_ax, curve, _colour(index))
     loss_ax.set(title="Loss", xlabel="epoch", ylabel="cross-entropy loss")
+    _log_scale_if_spiky(loss_ax, curves)
     acc_ax.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
@@ -103,6 +104,16 @@ def curves_figure(curves: Sequence[Curve], title: str | None = None) -> Figure:
     if title:
         figure.suptitle(title)
     return figure
+
+
+def _log_scale_if_spiky(loss_ax: Axes, curves: Sequence[Curve]) -> None:
+    """A log axis when losses span over two decades: one eval-mode spike (BatchNorm statistics
+    lagging a high learning rate) would otherwise flatten every other curve to the floor."""
+    losses = [loss for curve in curves for m in curve.epochs for loss in (m.train_loss, m.val_loss)]
+    positive = [loss for loss in losses if loss > 0]
+    if positive and max(positive) / min(positive) > 100:
+        loss_ax.set_yscale("log")
+        loss_ax.set_ylabel("cross-entropy loss (log scale)")
 
 
 def _plot_curve(loss_ax: Axes, acc_ax: Axes, curve: Curve, colour: str) -> None:

@@ -98,3 +98,12 @@ def test_tradeoff_plot_skips_unmeasured_costs() -> None:
     assert len(figure.axes) == 4
     assert "not measured" in [t.get_text() for t in figure.axes[3].texts]
     assert decoded(to_png(figure)).size == pixel_size(figure)
+
+
+def test_loss_axis_turns_logarithmic_only_for_spikes() -> None:
+    calm = curves_figure([Curve("calm", epochs([0.2, 0.3]))])
+    assert calm.axes[0].get_yscale() == "linear"
+    spiky_epochs = epochs([0.2, 0.3, 0.4])
+    spiky_epochs[1] = spiky_epochs[1].model_copy(update={"val_loss": 900.0})
+    spiky = curves_figure([Curve("calm", epochs([0.2, 0.3])), Curve("spiky", spiky_epochs)])
+    assert spiky.axes[0].get_yscale() == "log"
