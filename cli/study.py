@@ -278,7 +278,7 @@ class RemoteBackend:
         return sorted(job["id"] for job in group)
 
     def start(self, job_ids: Sequence[int]) -> None:
-        pass  # the service enqueued them when it created them
+        """Nothing to start: the service enqueued the jobs when it created them."""
 
     def state(self, job_id: int) -> JobState:
         job = self._get(f"/jobs/{job_id}")
