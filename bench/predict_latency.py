@@ -7,14 +7,17 @@ Measures, in one run, with a randomly initialised ResNet-34 bundle at 224x224:
 Targets (CPU): p50(b) / p50(a) <= 1.3 and throughput(8 clients) >= 1.5 x throughput(1 client).
 
 The API runs as a uvicorn subprocess on a free loopback port with FOODLAB_HOME in a temporary
-folder. Results go to bench/results/predict_latency.{json,md}.
+folder. The API serves in its default precision (bfloat16 on CPUs with native bf16, else
+float32) unless --precision says otherwise; the in-process model (a) is prepared the same way.
+Results go to bench/results/predict_latency[-PRECISION].{json,md}.
 
-    .venv/bin/python -m bench.predict_latency [--requests 60] [--clients 8]
+    .venv/bin/python -m bench.predict_latency [--requests 120] [--clients 8] [--precision P]
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import io
 import json
 import os
@@ -25,9 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,27 +111,30 @@ def predict_in_process(bundle: models.Bundle, photo: tuple[str, bytes]) -> float
     """(a): decode, the bundle's preprocessing, forward, top-3 (as the API does); ms."""
     started = time.perf_counter()
     image = Image.open(io.BytesIO(photo[1])).convert("RGB")
-    pixels = bundle.preprocess([image]).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        bundle.model(pixels).softmax(dim=1).topk(3)
+    models.probabilities(bundle.model, bundle.preprocess([image])).topk(3)
     return (time.perf_counter() - started) * 1000
 
 
-def forward_cpu_ms_per_image(model: torch.nn.Module, batch: int, repeats: int = 8) -> float:
-    """Process CPU time of the bare forward pass per image, at a given batch size.
+def forward_images_per_second(
+    model: torch.nn.Module, batch: int, passes: int = 1, repeats: int = 4
+) -> float:
+    """Images/s of bare forward passes of `batch` images, `passes` of them at once.
 
-    batch 1 against batch N is the most that batching can save when one client alone already
-    keeps every core busy (torch's intra-op threads): the ceiling of the throughput speed-up.
+    What the batcher can gain without HTTP: batch 1 is one client's work, a batch of N the
+    work of N clients in one pass, and two passes at once what the batcher's two runners do.
     """
-    pixels = torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE).contiguous(
-        memory_format=torch.channels_last
-    )
-    with torch.inference_mode():
-        model(pixels)  # warm-up: allocation and kernel choice
-        started = time.process_time()
+    pixels = torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE)
+    models.probabilities(model, pixels)  # warm-up: allocation and kernel choice
+
+    def passes_back_to_back() -> None:
         for _ in range(repeats):
-            model(pixels)
-        return (time.process_time() - started) / repeats / batch * 1000
+            models.probabilities(model, pixels)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(passes) as pool:
+        for future in [pool.submit(passes_back_to_back) for _ in range(passes)]:
+            future.result()
+    return passes * repeats * batch / (time.perf_counter() - started)
 
 
 def free_port() -> int:
@@ -136,9 +144,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def api_server(home: Path) -> Iterator[tuple[str, int]]:
+def api_server(home: Path, precision: str) -> Iterator[tuple[int, int]]:
     port = free_port()
-    env = {**os.environ, "FOODLAB_HOME": str(home)}
+    env = {**os.environ, "FOODLAB_HOME": str(home), "FOODLAB_PREDICT_PRECISION": precision}
     command = [
         sys.executable,
         "-m",
@@ -156,7 +164,7 @@ def api_server(home: Path) -> Iterator[tuple[str, int]]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, process)
-        yield url, process.pid
+        yield port, process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -182,24 +190,58 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 1
     raise SystemExit(f"the API did not answer at {url} within {timeout:.0f} s")
 
 
-def post_photo(client: httpx.Client, photo: tuple[str, bytes]) -> float:
-    """One POST /predict; its client-side latency in milliseconds."""
-    started = time.perf_counter()
-    response = client.post("/predict", files={"file": (photo[0], photo[1], "image/jpeg")})
-    elapsed = (time.perf_counter() - started) * 1000
-    response.raise_for_status()
-    return elapsed
+@dataclass(frozen=True)
+class Upload:
+    """A photo as the multipart body of POST /predict, encoded once before timing starts."""
+
+    body: bytes
+    content_type: str
+
+    @classmethod
+    def of(cls, photo: tuple[str, bytes]) -> Upload:
+        boundary = uuid.uuid4().hex
+        head = (
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{photo[0]}"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        body = head + photo[1] + f"\r\n--{boundary}--\r\n".encode()
+        return cls(body, f"multipart/form-data; boundary={boundary}")
+
+
+class Client:
+    """One keep-alive connection. The standard library's HTTP client, not httpx: on a 2-core
+    machine the load generator shares the cores with the API, so it must cost little CPU."""
+
+    def __init__(self, port: int) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+
+    def post(self, upload: Upload) -> float:
+        """One POST /predict; its client-side latency in milliseconds."""
+        started = time.perf_counter()
+        self.connection.request(
+            "POST", "/predict", upload.body, {"Content-Type": upload.content_type}
+        )
+        response = self.connection.getresponse()
+        payload = response.read()
+        elapsed = (time.perf_counter() - started) * 1000
+        if response.status != 200:
+            raise SystemExit(f"POST /predict answered {response.status}: {payload[:300]!r}")
+        return elapsed
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 def run_clients(
-    url: str, photos: list[tuple[str, bytes]], clients: int, per_client: int
+    port: int, uploads: list[Upload], clients: int, per_client: int
 ) -> tuple[list[float], float]:
     """Every client posts `per_client` photos back to back; latencies and wall time (s)."""
 
     def client_loop(index: int) -> list[float]:
-        with httpx.Client(base_url=url, timeout=120) as client:
+        with closing(Client(port)) as client:
             return [
-                post_photo(client, photos[(index * per_client + i) % len(photos)])
+                client.post(uploads[(index * per_client + i) % len(uploads)])
                 for i in range(per_client)
             ]
 
@@ -223,8 +265,9 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def run(requests: int, clients: int, rounds: int) -> dict[str, Any]:
+def run(requests: int, clients: int, rounds: int, precision: models.Precision) -> dict[str, Any]:
     photos = load_photos(PHOTOS, limit=64)
+    uploads = [Upload.of(photo) for photo in photos]
     class_names = sorted(p.name for p in PHOTOS.iterdir() if p.is_dir())
     in_process: list[float] = []
     single: list[float] = []
@@ -234,33 +277,36 @@ def run(requests: int, clients: int, rounds: int) -> dict[str, Any]:
         settings = Settings(home=Path(tmp))
         upgrade(settings.database)
         bundle = models.load_bundle(write_model(settings, class_names))
-        bundle.model.to(memory_format=torch.channels_last)  # the layout the API serves with
-        with (
-            api_server(settings.home) as (url, pid),
-            httpx.Client(base_url=url, timeout=120) as client,
-        ):
-            for photo in photos[:5]:  # warm-up; the first request loads the bundle
-                predict_in_process(bundle, photo)
-                post_photo(client, photo)
-            run_clients(url, photos, clients, 2)
+        # The dtype and layout the API serves with.
+        bundle.model = models.prepare_for_inference(bundle.model, models.inference_dtype(precision))
+        with api_server(settings.home, precision) as (port, pid), closing(Client(port)) as client:
+            for photo, upload in zip(photos[:5], uploads, strict=False):
+                predict_in_process(bundle, photo)  # warm-up; the first request loads the bundle
+                client.post(upload)
+            run_clients(port, uploads, clients, 2)
             # Rounds interleave the three measurements, and (a) alternates with (b), so that
             # load from other processes on a shared machine biases none of the ratios.
             per_round = max(1, requests // rounds)
             for round_index in range(rounds):
                 for i in range(per_round):
-                    photo = photos[(round_index * per_round + i) % len(photos)]
-                    in_process.append(predict_in_process(bundle, photo))
+                    index = (round_index * per_round + i) % len(photos)
+                    in_process.append(predict_in_process(bundle, photos[index]))
                     cpu = cpu_seconds(pid)
-                    single.append(post_photo(client, photo))
+                    single.append(client.post(uploads[index]))
                     single_cpu += cpu_seconds(pid) - cpu
                 cpu = cpu_seconds(pid)
                 latencies, wall = run_clients(
-                    url, photos, clients, max(1, 2 * per_round // clients)
+                    port, uploads, clients, max(1, 2 * per_round // clients)
                 )
                 loaded_cpu += cpu_seconds(pid) - cpu
                 loaded += latencies
                 loaded_wall += wall
-        forward_cpu = {size: forward_cpu_ms_per_image(bundle.model, size) for size in (1, clients)}
+        half = max(1, clients // 2)
+        forward = {
+            "batch_1": forward_images_per_second(bundle.model, 1, repeats=8),
+            f"batch_{clients}": forward_images_per_second(bundle.model, clients),
+            f"2_passes_of_{half}": forward_images_per_second(bundle.model, half, passes=2),
+        }
     single_rps = len(single) / (sum(single) / 1000)
     loaded_rps = len(loaded) / loaded_wall
     ratio = percentile(single, 50) / percentile(in_process, 50)
@@ -275,7 +321,12 @@ def run(requests: int, clients: int, rounds: int) -> dict[str, Any]:
             "python": platform.python_version(),
             "load_average_1m": round(os.getloadavg()[0], 2),
         },
-        "model": {"architecture": "resnet34", "image_size": IMAGE_SIZE, "classes": class_names},
+        "model": {
+            "architecture": "resnet34",
+            "image_size": IMAGE_SIZE,
+            "classes": class_names,
+            "precision": models.precision_of(bundle.model),
+        },
         "photos": {"folder": "../shared/datasets/indonesian-snacks", "count": len(photos)},
         "in_process_ms": summary(in_process),
         "http_single_client_ms": summary(single),
@@ -294,11 +345,9 @@ def run(requests: int, clients: int, rounds: int) -> dict[str, Any]:
             f"{clients}_clients": round(loaded_cpu / len(loaded) * 1000, 1),
         },
         "api_cores_busy_under_load": round(loaded_cpu / loaded_wall, 2),
-        "forward_cpu_ms_per_image": {
-            "batch_1": round(forward_cpu[1], 1),
-            f"batch_{clients}": round(forward_cpu[clients], 1),
-            "batching_ceiling": round(forward_cpu[1] / forward_cpu[clients], 2),
-        },
+        "api_cores_busy_single_client": round(single_cpu / (sum(single) / 1000), 2),
+        "forward_images_per_s": {name: round(value, 1) for name, value in forward.items()},
+        "predict_runners": Settings().predict_runners,
         "targets": {
             f"ratio <= {TARGET_RATIO}": ratio <= TARGET_RATIO,
             f"speedup >= {TARGET_SPEEDUP}": speedup >= TARGET_SPEEDUP,
@@ -310,10 +359,11 @@ def markdown(results: dict[str, Any], clients: int) -> str:
     a, b = results["in_process_ms"], results["http_single_client_ms"]
     c, rps = results["http_concurrent_ms"], results["throughput_rps"]
     machine, cpu = results["machine"], results["api_cpu_ms_per_request"]
-    fwd = results["forward_cpu_ms_per_image"]
+    fwd = results["forward_images_per_s"]
+    half = max(1, clients // 2)
     met = {name: "met" if ok else "missed" for name, ok in results["targets"].items()}
     lines = [
-        "# POST /predict latency (ResNet-34, 224x224, CPU)",
+        f"# POST /predict latency (ResNet-34, 224x224, CPU, {results['model']['precision']})",
         "",
         f"Measured {results['measured_at']} on {machine['cpus']} CPUs "
         f"(torch {machine['torch']}, {machine['torch_threads']} threads, "
@@ -337,14 +387,14 @@ def markdown(results: dict[str, Any], clients: int) -> str:
         f"({rps[f'{clients}_clients']} / {rps['single_client']} req/s) "
         f"| {results['throughput_speedup']} | {met[f'speedup >= {TARGET_SPEEDUP}']} |",
         "",
-        f"The API process spent {cpu['single_client']} CPU-ms per request with one client and "
-        f"{cpu[f'{clients}_clients']} with {clients} (batched forward passes), keeping "
-        f"{results['api_cores_busy_under_load']} of {machine['cpus']} cores busy under load.",
+        f"The API process spent {cpu['single_client']} CPU-ms per request with one client, "
+        f"keeping {results['api_cores_busy_single_client']} of {machine['cpus']} cores busy, and "
+        f"{cpu[f'{clients}_clients']} with {clients} clients, keeping "
+        f"{results['api_cores_busy_under_load']} busy ({results['predict_runners']} runners).",
         "",
-        f"Bare forward pass, process CPU per image: {fwd['batch_1']} ms at batch 1, "
-        f"{fwd[f'batch_{clients}']} ms at batch {clients}. One client already keeps the cores "
-        f"busy through torch's intra-op threads, so batching can raise throughput by at most "
-        f"about {fwd['batching_ceiling']}x on this machine.",
+        f"Bare forward passes, images/s: {fwd['batch_1']} one at a time, "
+        f"{fwd[f'batch_{clients}']} in batches of {clients}, {fwd[f'2_passes_of_{half}']} "
+        f"with two passes of {half} at once.",
         "",
     ]
     return "\n".join(lines)
@@ -359,14 +409,21 @@ def main() -> None:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         os.execv(sys.executable, [sys.executable, "-m", "bench.predict_latency", *sys.argv[1:]])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=60, help="single-client requests")
+    parser.add_argument("--requests", type=int, default=120, help="single-client requests")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved measurement rounds")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="served precision (FOODLAB_PREDICT_PRECISION); auto: bf16 on CPUs that have it",
+    )
     args = parser.parse_args()
-    results = run(args.requests, args.clients, args.rounds)
+    results = run(args.requests, args.clients, args.rounds, args.precision)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "predict_latency.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "predict_latency.md").write_text(markdown(results, args.clients))
+    name = "predict_latency" if args.precision == "auto" else f"predict_latency-{args.precision}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown(results, args.clients))
     print(markdown(results, args.clients))
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +32,10 @@ class Settings(BaseSettings):
     worker_device: str = Field("auto", description="auto, cpu or cuda")
     worker_queue: str | None = Field(None, description="default: gpu when CUDA is present")
     model_cache_size: int = Field(4, ge=1, description="inference bundles kept in memory")
+    predict_precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="auto: bfloat16 where the CPU has native bf16 instructions"
+    )
+    predict_runners: int = Field(2, ge=1, description="forward passes that may run at once")
 
     @field_validator("home", "datasets_root")
     @classmethod
@@ -66,6 +71,23 @@ class Settings(BaseSettings):
         return self.home / "cache"
 
 
+class SettingsError(ValueError):
+    """A FOODLAB_ environment variable holds a value its setting cannot take."""
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe_invalid_environment(exc)) from None
+
+
+def describe_invalid_environment(exc: ValidationError) -> str:
+    """One line per bad variable: its name, what is wrong, and the value it holds."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    return "; ".join(
+        f"{prefix}{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']} "
+        f"(got {error['input']!r})"
+        for error in exc.errors()
+    )

@@ -5,6 +5,13 @@ Imports only torch, torchvision, PIL and pydantic, never the service, worker or 
 
 from .bundle import Bundle, BundleError, load_bundle, save_bundle
 from .errors import ModelConfigError
+from .inference import (
+    Precision,
+    inference_dtype,
+    precision_of,
+    prepare_for_inference,
+    probabilities,
+)
 from .pretrained import PretrainedReport, load_pretrained
 from .registry import ARCHITECTURES, ArchitectureInfo, ModelOptions, build_model, validate_options
 from .summary import (
@@ -25,14 +32,19 @@ __all__ = [
     "BundleError",
     "ModelConfigError",
     "ModelOptions",
+    "Precision",
     "PretrainedReport",
     "architecture_summary",
     "build_model",
     "count_flops",
     "count_parameters",
     "load_bundle",
+    "inference_dtype",
     "load_pretrained",
     "measure_latency_ms",
+    "precision_of",
+    "prepare_for_inference",
+    "probabilities",
     "save_bundle",
     "stage_grad_norms",
     "stage_parameters",

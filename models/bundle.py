@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from torch import nn
 
 from .errors import ModelConfigError, describe_load_failure
+from .inference import probabilities
 from .preprocess import resize_shorter_and_center_crop, to_normalized_tensor
 from .registry import build_model
 
@@ -90,8 +91,7 @@ class Bundle:
             raise ValueError(f"top_k must be >= 1 (got {top_k})")
         if not images:
             return []
-        device = next(self.model.parameters()).device
-        probs = self.model(self.preprocess(images).to(device)).softmax(dim=1)
+        probs = probabilities(self.model, self.preprocess(images))
         values, indices = probs.topk(min(top_k, len(self.class_names)), dim=1)  # sorted
         return [
             [(self.class_names[i], p) for i, p in zip(idx_row, p_row, strict=True)]

@@ -101,15 +101,19 @@ def default_dataset_id(*, session: Session) -> int | None:
 
 def serving_choice(*, session: Session, dataset_id: int) -> Choice | None:
     """The promoted model of the dataset, else the best one; None when nothing is servable."""
-    query = _servable().where(Job.dataset_id == dataset_id)
-    # More than one promoted row can only come from a race; the latest promotion wins.
-    promoted = session.execute(
-        query.where(Job.promoted_at.is_not(None)).order_by(Job.promoted_at.desc()).limit(1)
+    # One query, as every /predict runs it: promoted rows first (more than one can only come
+    # from a race; the latest promotion wins), then the ranking.
+    row = session.execute(
+        _servable()
+        .where(Job.dataset_id == dataset_id)
+        .order_by(Job.promoted_at.desc().nulls_last(), *RANKING)
+        .limit(1)
     ).first()
-    if promoted is not None:
-        return Choice(ServableModel(*promoted), SelectedBy.promoted)
-    best = session.execute(query.order_by(*RANKING).limit(1)).first()
-    return Choice(ServableModel(*best), SelectedBy.best) if best is not None else None
+    if row is None:
+        return None
+    model = ServableModel(*row)
+    promoted = model.job.promoted_at is not None
+    return Choice(model, SelectedBy.promoted if promoted else SelectedBy.best)
 
 
 def serving_job_ids(*, session: Session) -> set[int]:
@@ -219,8 +223,9 @@ class LoadedModel:
 class ModelCache:
     """Bounded LRU of loaded bundles. Blocking: call it from a worker thread."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, dtype: torch.dtype = torch.float32) -> None:
         self.capacity = capacity
+        self.dtype = dtype
         self._entries: OrderedDict[BundleKey, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[BundleKey, threading.Lock] = {}
@@ -257,7 +262,7 @@ class ModelCache:
             with key_lock:
                 loaded = self._cached(key)
                 if loaded is None:
-                    loaded = LoadedModel(key, load_for_inference(key.path))
+                    loaded = LoadedModel(key, load_for_inference(key.path, self.dtype))
                     self._insert(loaded)
                 return loaded
         finally:
@@ -274,10 +279,10 @@ class ModelCache:
                 self._entries.popitem(last=False)
 
 
-def load_for_inference(path: str) -> models.Bundle:
-    """The bundle, its model in channels-last layout (oneDNN's fast path for CNNs on CPU)."""
+def load_for_inference(path: str, dtype: torch.dtype) -> models.Bundle:
+    """The bundle, its model on the CPU in `dtype` and channels-last layout."""
     bundle = models.load_bundle(path, map_location="cpu")
-    bundle.model.to(memory_format=torch.channels_last)
+    bundle.model = models.prepare_for_inference(bundle.model, dtype)
     return bundle
 
 
@@ -295,29 +300,38 @@ class _Work:
 
 
 class InferenceBatcher:
-    """Runs forward passes on one thread; work queued meanwhile for the same model is batched.
+    """Runs forward passes on `runners` threads; work queued meanwhile for one model is batched.
 
-    There is no gathering window: an idle batcher starts at once (no added latency for a lone
-    request), and a busy one collects whatever arrived during the previous pass.
+    There is no gathering window: an idle runner starts at once (no added latency for a lone
+    request), and a busy batcher collects whatever arrived during the passes in progress.
+    Two runners by default: one pass leaves part of the cores idle (its serial parts, the joins
+    between parallel ops), and a second pass at the same time fills those gaps
+    (bench/predict_latency.py measures one against two concurrent passes).
     """
 
-    def __init__(self, max_batch_images: int = 64) -> None:
+    def __init__(self, max_batch_images: int = 64, runners: int = 2) -> None:
         self.max_batch_images = max_batch_images
+        self.runners = runners
         self._pending: deque[_Work] = deque()
         self._ready = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def submit(self, model: LoadedModel, pixels: torch.Tensor, top_k: int) -> Future[TopK]:
         work = _Work(model, pixels, top_k)
         with self._ready:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="foodlab-inference", daemon=True
-                )
-                self._thread.start()
+            if not self._threads:
+                self._start_runners()
             self._pending.append(work)
             self._ready.notify()
         return work.result
+
+    def _start_runners(self) -> None:
+        for index in range(self.runners):
+            thread = threading.Thread(
+                target=self._run, name=f"foodlab-inference-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def _run(self) -> None:
         while True:
@@ -351,11 +365,10 @@ class InferenceBatcher:
 def run_forward(batch: list[_Work]) -> list[TopK]:
     """One forward pass over every request's images; each request gets its own top-k."""
     bundle = batch[0].model.bundle
-    with torch.inference_mode():
-        pixels = torch.cat([work.pixels for work in batch])
-        logits = bundle.model(pixels.contiguous(memory_format=torch.channels_last))
-        probabilities = logits.float().softmax(dim=1)
-    per_request = probabilities.split([len(work.pixels) for work in batch])
+    pixels = torch.cat([work.pixels for work in batch])
+    per_request = models.probabilities(bundle.model, pixels).split(
+        [len(work.pixels) for work in batch]
+    )
     return [
         _top_k(probs, work.top_k, bundle.class_names)
         for work, probs in zip(batch, per_request, strict=True)
@@ -373,19 +386,22 @@ def _top_k(probabilities: torch.Tensor, k: int, class_names: list[str]) -> TopK:
 class ModelServer:
     """What the API keeps between requests: the loaded-model cache and the batcher."""
 
-    def __init__(self, cache_size: int) -> None:
-        self.cache = ModelCache(cache_size)
-        self.batcher = InferenceBatcher()
+    def __init__(
+        self, cache_size: int, precision: models.Precision = "float32", runners: int = 2
+    ) -> None:
+        self.dtype = models.inference_dtype(precision)
+        self.cache = ModelCache(cache_size, self.dtype)
+        self.batcher = InferenceBatcher(runners=runners)
 
 
-def get_model_server(request: Request, settings: SettingsDep) -> ModelServer:
-    """One ModelServer per app, created on first use."""
+async def get_model_server(request: Request, settings: SettingsDep) -> ModelServer:
+    """One ModelServer per app, created on first use (on the event loop: no race, no thread)."""
     state = request.app.state
-    with _CREATE_LOCK:  # sync dependencies run on worker threads
-        if getattr(state, "model_server", None) is None:
-            state.model_server = ModelServer(settings.model_cache_size)
+    if getattr(state, "model_server", None) is None:
+        state.model_server = ModelServer(
+            settings.model_cache_size, settings.predict_precision, settings.predict_runners
+        )
     return state.model_server
 
 
-_CREATE_LOCK = threading.Lock()
 ModelServerDep = Annotated[ModelServer, Depends(get_model_server)]

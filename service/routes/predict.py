@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
+import torch
 from fastapi import APIRouter, Query, Request
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+import models
 from core.settings import Settings
 from models.preprocess import upright_rgb
 from service import serving
@@ -67,6 +69,7 @@ class ImagePrediction(BaseModel):
 class PredictionsPublic(BaseModel):
     model: ServingModelPublic
     latency_ms: float = Field(description="server-side, from request received to answer")
+    precision: str = Field(description="numeric precision of the forward pass (float32, bfloat16)")
     data: list[ImagePrediction]
     count: int
 
@@ -90,12 +93,9 @@ async def predict(
     """Top-k classes of each uploaded image (multipart field `file`, repeatable)."""
     started = time.perf_counter()
     uploads = await read_uploads(request, settings)
-    images = await anyio.to_thread.run_sync(decode_images, uploads, settings.max_image_pixels)
-    choice, loaded = await anyio.to_thread.run_sync(
-        _choose_and_load, session, server, job_id, dataset_id
+    choice, loaded, pixels = await anyio.to_thread.run_sync(
+        _prepare, uploads, settings.max_image_pixels, session, server, job_id, dataset_id
     )
-    # The bundle's own preprocessing: image size and normalisation travel with the model.
-    pixels = await anyio.to_thread.run_sync(loaded.bundle.preprocess, images)
     try:
         top = await asyncio.wrap_future(server.batcher.submit(loaded, pixels, top_k))
     except Exception as exc:  # noqa: BLE001 - a model that fails to run is the job's problem
@@ -112,17 +112,28 @@ async def predict(
     return PredictionsPublic(
         model=ServingModelPublic.from_choice(choice),
         latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        precision=models.precision_of(loaded.bundle.model),
         data=data,
         count=len(data),
     )
 
 
-def _choose_and_load(
-    session: Session, server: serving.ModelServer, job_id: int | None, dataset_id: int | None
-) -> tuple[serving.Choice, serving.LoadedModel]:
+def _prepare(
+    uploads: list[Upload],
+    max_pixels: int,
+    session: Session,
+    server: serving.ModelServer,
+    job_id: int | None,
+    dataset_id: int | None,
+) -> tuple[serving.Choice, serving.LoadedModel, torch.Tensor]:
+    """Decode, choose and load the model, preprocess: the blocking steps, on one worker thread
+    (each hop to a thread costs CPU that the forward passes of other requests could use)."""
+    images = decode_images(uploads, max_pixels)
     # Resolved once per request: later promotions never change the model of this request.
     choice = serving.resolve_choice(session=session, job_id=job_id, dataset_id=dataset_id)
-    return choice, server.cache.get(choice.model)
+    loaded = server.cache.get(choice.model)
+    # The bundle's own preprocessing: image size and normalisation travel with the model.
+    return choice, loaded, loaded.bundle.preprocess(images)
 
 
 # ---------------------------------------------------------------- uploads

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import inspect
 from typer.testing import CliRunner
 
-from cli.main import app
+from cli.main import app, main
 from cli.server import is_loopback
 from core.db import get_engine
 from core.settings import get_settings
@@ -41,3 +41,16 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     url = get_settings().database
     tables = set(inspect(get_engine(url)).get_table_names())
     assert {"datasets", "jobs", "epoch_metrics", "checkpoints", "alembic_version"} <= tables
+
+
+def test_a_bad_environment_variable_is_named_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FOODLAB_PREDICT_PRECISION", "half")
+    monkeypatch.setattr("sys.argv", ["foodlab", "db", "upgrade"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "FOODLAB_PREDICT_PRECISION" in error and "'half'" in error and "'bfloat16'" in error
+    assert "Traceback" not in error

@@ -67,6 +67,13 @@ def client(settings: Settings, shared_server: ModelServer) -> Iterator[TestClien
 
 
 @pytest.fixture
+def own_server_client(settings: Settings) -> Iterator[TestClient]:
+    """A client of an app that makes its own ModelServer from `settings`, as in production."""
+    with client_for(settings, None) as test_client:
+        yield test_client
+
+
+@pytest.fixture
 def session(settings: Settings) -> Iterator[Session]:
     session = open_session(settings.database)
     yield session

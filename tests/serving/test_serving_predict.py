@@ -77,6 +77,22 @@ def test_same_image_alone_or_in_a_batch_gets_the_same_answer(
         assert one["probability"] == pytest.approx(other["probability"], abs=1e-4)
 
 
+@pytest.mark.settings(predict_precision="bfloat16", predict_runners=1)
+def test_bfloat16_serving_says_so_and_agrees_with_float32(
+    own_server_client: TestClient, client: TestClient, catalog: Catalog
+) -> None:
+    catalog.job(catalog.dataset())
+    files = upload(("a.jpg", image_bytes(color=30)), ("b.png", image_bytes("PNG", color=200)))
+    bf16 = own_server_client.post("/predict", files=files).json()
+    fp32 = client.post("/predict", files=files).json()  # the shared float32 server
+    assert bf16["precision"] == "bfloat16" and fp32["precision"] == "float32"
+    for ours, reference in zip(bf16["data"], fp32["data"], strict=True):
+        got = {g["class_name"]: g["probability"] for g in ours["top_k"]}
+        expected = {g["class_name"]: g["probability"] for g in reference["top_k"]}
+        assert got.keys() == expected.keys() and sum(got.values()) == pytest.approx(1, abs=1e-5)
+        assert all(abs(got[name] - p) < 0.05 for name, p in expected.items())
+
+
 def test_job_id_asks_for_a_specific_model(client: TestClient, catalog: Catalog) -> None:
     snacks = catalog.dataset()
     catalog.job(snacks, accuracy=0.9, bundle="a")

@@ -78,7 +78,7 @@ def fake_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Bundle loading replaced by a slow fake that records what it loads."""
     loads: list[str] = []
 
-    def load(path: str) -> object:
+    def load(path: str, dtype: torch.dtype) -> object:
         loads.append(Path(path).name)
         time.sleep(0.05)
         return SimpleNamespace(path=path)
@@ -121,15 +121,19 @@ def test_missing_bundle_file_is_409_naming_the_job(tmp_path: Path) -> None:
     assert error.value.status_code == 409 and "job 7" in error.value.detail
 
 
-def test_work_queued_during_a_forward_pass_shares_the_next_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    torch.manual_seed(0)
+def tiny_loaded_model() -> serving.LoadedModel:
     bundle = SimpleNamespace(
         model=torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)),
         class_names=["x", "y", "z"],
     )
-    model = serving.LoadedModel(serving.BundleKey("m.pt", 1, 1, 1), bundle)  # type: ignore[arg-type]
+    return serving.LoadedModel(serving.BundleKey("m.pt", 1, 1, 1), bundle)  # type: ignore[arg-type]
+
+
+def test_work_queued_during_a_forward_pass_shares_the_next_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    torch.manual_seed(0)
+    model = tiny_loaded_model()
     batches: list[list[int]] = []
     release = threading.Event()
     real_forward = serving.run_forward
@@ -141,7 +145,7 @@ def test_work_queued_during_a_forward_pass_shares_the_next_one(
         return real_forward(batch)
 
     monkeypatch.setattr(serving, "run_forward", slow_first)
-    batcher = serving.InferenceBatcher(max_batch_images=8)
+    batcher = serving.InferenceBatcher(max_batch_images=8, runners=1)
     pixels = [torch.randn(n, 3, 2, 2) for n in (1, 2, 3, 4)]
     first = batcher.submit(model, pixels[0], top_k=2)
     while not batches:
@@ -153,5 +157,34 @@ def test_work_queued_during_a_forward_pass_shares_the_next_one(
     assert [len(result) for result in results] == [1, 2, 3, 4]
     # Batched answers equal one-at-a-time answers.
     with torch.inference_mode():
-        alone = bundle.model(pixels[2]).softmax(dim=1).max(dim=1).values.tolist()
+        alone = model.bundle.model(pixels[2]).softmax(dim=1).max(dim=1).values.tolist()
     assert [top[0][1] for top in results[2]] == pytest.approx(alone, abs=1e-6)
+
+
+def test_a_second_runner_answers_while_the_first_is_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = tiny_loaded_model()
+    release = threading.Event()
+    real_forward = serving.run_forward
+
+    def first_one_blocks(batch):  # type: ignore[no-untyped-def]
+        if batch[0].top_k == 1:
+            assert release.wait(WAIT)
+        return real_forward(batch)
+
+    monkeypatch.setattr(serving, "run_forward", first_one_blocks)
+    for runners, answered_meanwhile in ((2, True), (1, False)):
+        release.clear()
+        batcher = serving.InferenceBatcher(runners=runners)
+        slow = batcher.submit(model, torch.randn(1, 3, 2, 2), top_k=1)
+        time.sleep(0.05)  # the slow pass has started on one runner
+        quick = batcher.submit(model, torch.randn(1, 3, 2, 2), top_k=2)
+        try:
+            quick.result(timeout=5 if answered_meanwhile else 0.5)
+            answered = True
+        except TimeoutError:
+            answered = False
+        release.set()
+        assert answered is answered_meanwhile
+        assert len(slow.result(WAIT)[0]) == 1 and len(quick.result(WAIT)[0]) == 2
