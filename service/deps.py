@@ -13,7 +13,13 @@ from core.db import open_session
 from core.settings import Settings, get_settings
 from service.errors import ApiError
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+async def current_settings() -> Settings:
+    """The process's settings. Async, so FastAPI does not send a cached lookup to a thread."""
+    return get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(current_settings)]
 
 
 def get_session(settings: SettingsDep) -> Iterator[Session]:

@@ -6,6 +6,7 @@ import asyncio
 import io
 import time
 from collections.abc import AsyncIterator
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -14,15 +15,15 @@ import torch
 from fastapi import APIRouter, Query, Request
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 import models
+from core.db import open_session
 from core.settings import Settings
 from models.preprocess import upright_rgb
 from service import serving
-from service.deps import SessionDep, SettingsDep
+from service.deps import SettingsDep
 from service.errors import ApiError
 from service.routes.models import DatasetQuery, ServingModelPublic
 from service.serving import ModelServerDep
@@ -83,7 +84,6 @@ class Upload:
 @router.post("", response_model=PredictionsPublic, openapi_extra=UPLOAD_BODY)
 async def predict(
     request: Request,
-    session: SessionDep,
     settings: SettingsDep,
     server: ModelServerDep,
     top_k: Annotated[int, Query(ge=1, le=1000, description="capped at the class count")] = 3,
@@ -93,14 +93,15 @@ async def predict(
     """Top-k classes of each uploaded image (multipart field `file`, repeatable)."""
     started = time.perf_counter()
     uploads = await read_uploads(request, settings)
-    choice, loaded, pixels = await anyio.to_thread.run_sync(
-        _prepare, uploads, settings.max_image_pixels, session, server, job_id, dataset_id
+    prepared = await anyio.to_thread.run_sync(
+        _prepare, uploads, settings, server, job_id, dataset_id
     )
     try:
-        top = await asyncio.wrap_future(server.batcher.submit(loaded, pixels, top_k))
+        submitted = server.batcher.submit(prepared.loaded, prepared.pixels, top_k)
+        top = await asyncio.wrap_future(submitted)
     except Exception as exc:  # noqa: BLE001 - a model that fails to run is the job's problem
         raise ApiError(
-            409, f"the model of job {choice.model.job.id} failed to run: {exc}", "job_id"
+            409, f"the model of job {prepared.model.job_id} failed to run: {exc}", "job_id"
         ) from None
     data = [
         ImagePrediction(
@@ -110,30 +111,38 @@ async def predict(
         for upload, ranked in zip(uploads, top, strict=True)
     ]
     return PredictionsPublic(
-        model=ServingModelPublic.from_choice(choice),
+        model=prepared.model,
         latency_ms=round((time.perf_counter() - started) * 1000, 2),
-        precision=models.precision_of(loaded.bundle.model),
+        precision=models.precision_of(prepared.loaded.bundle.model),
         data=data,
         count=len(data),
     )
 
 
+@dataclass(frozen=True)
+class Prepared:
+    model: ServingModelPublic  # which model answers, as the response describes it
+    loaded: serving.LoadedModel
+    pixels: torch.Tensor
+
+
 def _prepare(
     uploads: list[Upload],
-    max_pixels: int,
-    session: Session,
+    settings: Settings,
     server: serving.ModelServer,
     job_id: int | None,
     dataset_id: int | None,
-) -> tuple[serving.Choice, serving.LoadedModel, torch.Tensor]:
-    """Decode, choose and load the model, preprocess: the blocking steps, on one worker thread
-    (each hop to a thread costs CPU that the forward passes of other requests could use)."""
-    images = decode_images(uploads, max_pixels)
-    # Resolved once per request: later promotions never change the model of this request.
-    choice = serving.resolve_choice(session=session, job_id=job_id, dataset_id=dataset_id)
+) -> Prepared:
+    """Decode, choose and load the model, preprocess: every blocking step, database included,
+    on one worker thread (each hop to a thread costs CPU that forward passes could use)."""
+    images = decode_images(uploads, settings.max_image_pixels)
+    with closing(open_session(settings.database)) as session:
+        # Resolved once per request: later promotions never change the model of this request.
+        choice = serving.resolve_choice(session=session, job_id=job_id, dataset_id=dataset_id)
+        model = ServingModelPublic.from_choice(choice)
     loaded = server.cache.get(choice.model)
     # The bundle's own preprocessing: image size and normalisation travel with the model.
-    return choice, loaded, loaded.bundle.preprocess(images)
+    return Prepared(model, loaded, loaded.bundle.preprocess(images))
 
 
 # ---------------------------------------------------------------- uploads

@@ -18,6 +18,7 @@ from core.db import open_session
 from core.report import fmt_percent
 from core.settings import get_settings
 from core.tables import Dataset, Job, JobStatus
+from service.deps import current_settings
 
 runner = CliRunner()
 
@@ -154,7 +155,7 @@ def test_study_against_the_service(
 
     settings = Settings(home=tmp_path / "home", database_url=db_url)
     api = create_app()
-    api.dependency_overrides[get_settings] = lambda: settings
+    api.dependency_overrides[current_settings] = lambda: settings
 
     def finish_at_once(_: Settings, job_id: int, queue: str) -> None:
         with session_scope(db_url) as session:

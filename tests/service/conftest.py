@@ -17,8 +17,9 @@ import redis
 from fastapi.testclient import TestClient
 
 from core.migrate import upgrade
-from core.settings import Settings, get_settings
+from core.settings import Settings
 from service.app import create_app
+from service.deps import current_settings
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_HOST = "redis://127.0.0.1:6379"
@@ -39,7 +40,7 @@ def settings(tmp_path: Path) -> Settings:
 
 def client_for(settings: Settings) -> TestClient:
     app = create_app()
-    app.dependency_overrides[get_settings] = lambda: settings
+    app.dependency_overrides[current_settings] = lambda: settings
     return TestClient(app)
 
 

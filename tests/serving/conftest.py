@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 
 from core.db import open_session
 from core.migrate import upgrade
-from core.settings import Settings, get_settings
+from core.settings import Settings
 from service.app import create_app
+from service.deps import current_settings
 from service.serving import ModelServer, get_model_server
 
 torch.set_num_threads(1)  # the machine's cores are shared; tiny models need no more
@@ -54,7 +55,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 def client_for(settings: Settings, server: ModelServer | None) -> TestClient:
     app = create_app()
-    app.dependency_overrides[get_settings] = lambda: settings
+    app.dependency_overrides[current_settings] = lambda: settings
     if server is not None:
         app.dependency_overrides[get_model_server] = lambda: server
     return TestClient(app)
