@@ -304,9 +304,9 @@ class InferenceBatcher:
 
     There is no gathering window: an idle runner starts at once (no added latency for a lone
     request), and a busy batcher collects whatever arrived during the passes in progress.
-    Two runners by default: one pass leaves part of the cores idle (its serial parts, the joins
-    between parallel ops), and a second pass at the same time fills those gaps
-    (bench/predict_latency.py measures one against two concurrent passes).
+    Two runners by default: a second pass at the same time fills the gaps one pass leaves in
+    the cores' use (its serial parts, the joins between parallel ops); docs/serving.md has the
+    figures.
     """
 
     def __init__(self, max_batch_images: int = 64, runners: int = 2) -> None:
