@@ -76,6 +76,8 @@ def predictions_table(body: dict[str, Any], labels: list[str]) -> Table:
     if model.get("val_accuracy") is not None:
         details.append(f"val acc {model['val_accuracy']:.1%}")
     details.append(model["selected_by"])
+    if body.get("precision"):
+        details.append(body["precision"])
     caption = f"job {model['job_id']} ({', '.join(details)}), {body['latency_ms']:.0f} ms"
     table = Table(caption=caption)
     table.add_column("image", overflow="fold")

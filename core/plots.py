@@ -25,6 +25,7 @@ DPI = 100
 CURVES_SIZE = (12.0, 4.8)  # inches: 1200 x 480 pixels
 GRADIENTS_SIZE = (12.0, 4.8)
 TRADEOFF_SIZE = (14.0, 4.2)
+GOLDEN_RATIO_CONJUGATE = 0.618033988749895
 BEST_MARKER = {"marker": "*", "s": 160, "edgecolors": "black", "linewidths": 0.6, "zorder": 5}
 
 
@@ -72,8 +73,14 @@ def pixel_size(figure: Figure) -> tuple[int, int]:
     return round(width), round(height)
 
 
-def _colour(index: int) -> str:
-    return f"C{index % 10}"
+def _colour(index: int) -> str | tuple[float, float, float, float]:
+    """A colour per job, all distinct: matplotlib's ten defaults, then tab20's ten lighter
+    shades, then hues spread by the golden ratio (a study with repeats can have many jobs)."""
+    if index < 10:
+        return f"C{index}"
+    if index < 20:
+        return colormaps["tab20"](2 * (index - 10) + 1)
+    return colormaps["hsv"]((index * GOLDEN_RATIO_CONJUGATE) % 1.0)
 
 
 def _sorted(epochs: Sequence[EpochLike]) -> list[EpochLike]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 from matplotlib.collections import PathCollection
+from matplotlib.colors import to_rgba
 from PIL import Image
 
 from core.plots import (
@@ -107,3 +108,10 @@ def test_loss_axis_turns_logarithmic_only_for_spikes() -> None:
     spiky_epochs[1] = spiky_epochs[1].model_copy(update={"val_loss": 900.0})
     spiky = curves_figure([Curve("calm", epochs([0.2, 0.3])), Curve("spiky", spiky_epochs)])
     assert spiky.axes[0].get_yscale() == "log"
+
+
+def test_every_job_of_a_large_study_gets_its_own_colour() -> None:
+    curves = [Curve(f"job {i}", epochs([0.2, 0.3])) for i in range(30)]
+    validation = [line for line in curves_figure(curves).axes[1].lines if line.get_ls() == "-"]
+    colours = {to_rgba(line.get_color()) for line in validation}
+    assert len(validation) == len(colours) == 30

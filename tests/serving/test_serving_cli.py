@@ -51,6 +51,7 @@ def test_prints_the_top_k_table(
     assert "one.jpg" in result.output and "two.jpg" in result.output
     assert sum(result.output.count(name) for name in CLASSES_A) == 4  # 2 images x top 2
     assert f"job {job.id}" in result.output and "82.0%" in result.output
+    assert "float32" in result.output  # the precision that answered
     assert foodlab.seen == {"url": "http://127.0.0.1:8000", "token": "t"}  # type: ignore[attr-defined]
 
 
