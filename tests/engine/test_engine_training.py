@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from engine_testlib import Recorder, tiny_spec
+from PIL import Image
 
 from core.specs import STAGES, SpecError
 from models import build_model, load_bundle
@@ -142,3 +143,18 @@ def test_the_gpu_code_path_runs_on_the_cpu(easy_data: Path, tmp_path: Path, runs
     assert metrics.grad_norms["stem"] > 0 and metrics.val_loss == metrics.val_loss
     # Progress only at every sync_every-th batch and at the last one.
     assert [p.batch for p in recorder.of("batch")] == [2]
+
+
+def test_compiled_model_trains_and_saves_plain_weights(easy_data: Path, tmp_path: Path,
+                                                        runs: Path):
+    """torch.compile (about a minute of compiling on 2 cores): checkpoints and bundle carry the
+    network's own parameter names, so they load into an uncompiled model and serve."""
+    result = train(tiny_spec(epochs=1, compile=True), easy_data, runs / "run",
+                   cache_dir=tmp_path / "cache")
+    assert result.status == "completed" and result.epochs[0].train_loss > 0
+    for path in (result.last_checkpoint, result.best_checkpoint):
+        weights = torch.load(path, weights_only=True)["model"]
+        assert not any(key.startswith("_orig_mod.") for key in weights)
+        build_model("resnet34", 2).load_state_dict(weights)  # strict: every name matches
+    bundle = load_bundle(result.bundle)
+    assert bundle.predict([Image.new("RGB", (40, 40), (200, 80, 30))], top_k=1)[0][0][1] > 0
