@@ -51,10 +51,21 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
     typer.echo(f"database at {_redact(url)} is at {revision}")
 
 
+def prefer_passive_openmp() -> None:
+    """OpenMP threads that sleep between parallel regions instead of spinning.
+
+    Beside another CPU-heavy process (the API and a worker on one machine), spinning made
+    forward passes up to 10x slower (docs/serving.md). libgomp reads the variable once, when
+    torch loads, so this runs before anything imports torch; an explicit setting wins.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def api(host: str = HostOpt, port: int = PortOpt, allow_insecure: bool = InsecureOpt) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
 
+    prefer_passive_openmp()
     check_exposure(host, allow_insecure)
     upgrade(get_settings().database)
     uvicorn.run("service.app:app", host=host, port=port, log_level="info")
@@ -86,6 +97,7 @@ def up(host: str = HostOpt, port: int = PortOpt, allow_insecure: bool = Insecure
     check_exposure(host, allow_insecure)
     settings = get_settings()
     upgrade(settings.database)
+    prefer_passive_openmp()  # the worker inherits it: both share this machine's cores
     worker_process = subprocess.Popen(worker_command(None, None))
     typer.echo(
         f"foodlab is up: API http://{host}:{port} (docs: http://{host}:{port}/docs), "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,31 @@ def test_a_bad_environment_variable_is_named_without_a_traceback(
     error = capsys.readouterr().err
     assert "FOODLAB_PREDICT_PRECISION" in error and "'half'" in error and "'bfloat16'" in error
     assert "Traceback" not in error
+
+
+def test_up_makes_openmp_wait_passively_in_the_api_and_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    seen: dict[str, str | None] = {}
+
+    class FakeWorker:
+        pid = 1
+
+        def __init__(self, command: list[str]) -> None:
+            seen["worker"] = os.environ.get("OMP_WAIT_POLICY")  # what the child inherits
+
+        def terminate(self) -> None: ...
+
+        def wait(self, timeout: float) -> None: ...
+
+    monkeypatch.setattr("cli.server.subprocess.Popen", FakeWorker)
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: seen.update(api=os.environ.get(
+        "OMP_WAIT_POLICY")))
+    result = CliRunner().invoke(app, ["up", "--port", "1"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"worker": "PASSIVE", "api": "PASSIVE"}
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # an explicit choice is kept
+    assert CliRunner().invoke(app, ["api", "--port", "1"]).exit_code == 0
+    assert seen["api"] == "ACTIVE"
