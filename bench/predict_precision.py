@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 import models
-from models.preprocess import upright_rgb
+from models.preprocess import decode_for_size
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO.parent / "shared" / "datasets" / "indonesian-snacks"
@@ -34,9 +34,13 @@ def classify(bundle_path: Path, dtype: torch.dtype, photos: list[Path]) -> torch
     bundle = models.load_bundle(bundle_path)
     model = models.prepare_for_inference(bundle.model, dtype)
     chunks = [photos[i : i + 32] for i in range(0, len(photos), 32)]
+
+    def decode(image: Image.Image) -> Image.Image:  # as the API decodes uploads
+        return decode_for_size(image, bundle.preprocessing["resize_size"])
+
     return torch.cat(
         [
-            models.probabilities(model, bundle.preprocess([upright_rgb(Image.open(p)) for p in c]))
+            models.probabilities(model, bundle.preprocess([decode(Image.open(p)) for p in c]))
             for c in chunks
         ]
     )

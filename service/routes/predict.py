@@ -21,7 +21,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 import models
 from core.db import open_session
 from core.settings import Settings
-from models.preprocess import upright_rgb
+from models.preprocess import decode_for_size
 from service import serving
 from service.deps import SettingsDep
 from service.errors import ApiError
@@ -135,13 +135,18 @@ def _prepare(
 ) -> Prepared:
     """Decode, choose and load the model, preprocess: every blocking step, database included,
     on one worker thread (each hop to a thread costs CPU that forward passes could use)."""
-    images = decode_images(uploads, settings.max_image_pixels)
+    opened = [open_image(upload, settings.max_image_pixels) for upload in uploads]
     with closing(open_session(settings.database)) as session:
         # Resolved once per request: later promotions never change the model of this request.
         choice = serving.resolve_choice(session=session, job_id=job_id, dataset_id=dataset_id)
         model = ServingModelPublic.from_choice(choice)
     loaded = server.cache.get(choice.model)
     # The bundle's own preprocessing: image size and normalisation travel with the model.
+    shorter_side = loaded.bundle.preprocessing["resize_size"]
+    images = [
+        decode_opened(upload, image, shorter_side)
+        for upload, image in zip(uploads, opened, strict=True)
+    ]
     return Prepared(model, loaded, loaded.bundle.preprocess(images))
 
 
@@ -218,12 +223,9 @@ def _too_large(size: int | None, limit: int) -> ApiError:
 # ---------------------------------------------------------------- decoding
 
 
-def decode_images(uploads: list[Upload], max_pixels: int) -> list[Image.Image]:
-    return [decode_image(upload, max_pixels) for upload in uploads]
-
-
-def decode_image(upload: Upload, max_pixels: int) -> Image.Image:
-    """An RGB image, upright as its EXIF says; the pixel limit is checked on the header alone."""
+def open_image(upload: Upload, max_pixels: int) -> Image.Image:
+    """The upload opened as JPEG, PNG or WebP, its pixel limit checked on the header alone
+    (nothing is decoded yet)."""
     try:
         image = Image.open(io.BytesIO(upload.data), formats=FORMATS)
     except UnidentifiedImageError:
@@ -243,8 +245,13 @@ def decode_image(upload: Upload, max_pixels: int) -> Image.Image:
             f"{upload.name}: {width}x{height} is {width * height} pixels; at most {max_pixels}",
             FIELD,
         )
+    return image
+
+
+def decode_opened(upload: Upload, image: Image.Image, shorter_side: int) -> Image.Image:
+    """RGB pixels, upright as the EXIF says, decoded no larger than the model needs."""
     try:
-        return upright_rgb(image)
+        return decode_for_size(image, shorter_side)
     except Exception as exc:  # noqa: BLE001 - as above, now that the pixels are decoded
         raise _corrupt(upload, exc) from None
 

@@ -1,3 +1,6 @@
+import io
+
+import numpy as np
 import pytest
 import torch
 import torchvision.transforms as T
@@ -6,9 +9,11 @@ from PIL import Image
 from models.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    decode_for_size,
     default_resize_size,
     resize_shorter_and_center_crop,
     to_normalized_tensor,
+    upright_rgb,
 )
 
 
@@ -48,8 +53,6 @@ def test_batch_needs_one_size():
 
 
 def test_upright_rgb_applies_exif_orientation(tmp_path) -> None:
-    from models.preprocess import upright_rgb
-
     pixels = Image.new("L", (4, 2), 0)
     pixels.putpixel((0, 0), 255)  # a bright top-left corner on a wide image
     exif = Image.Exif()
@@ -60,3 +63,36 @@ def test_upright_rgb_applies_exif_orientation(tmp_path) -> None:
         upright = upright_rgb(stored)
     assert upright.mode == "RGB" and upright.size == (2, 4)  # now tall
     assert upright.getpixel((1, 0))[0] > 200  # the bright corner moved to the top right
+
+
+def _phone_photo(fmt: str, size: tuple[int, int] = (1600, 1200), orientation: int = 1) -> bytes:
+    """A smooth gradient with texture, as a large camera file (EXIF orientation optional)."""
+    x = np.linspace(0, 255, size[0], dtype=np.float32)
+    y = np.linspace(0, 255, size[1], dtype=np.float32)[:, None]
+    noise = np.random.default_rng(0).normal(0, 12, (size[1], size[0]))
+    channels = [x + 0 * y + noise, 0 * x + y + noise, (x + y) / 2 + noise]
+    image = Image.fromarray(np.stack(channels, axis=-1).clip(0, 255).astype(np.uint8))
+    out = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image.save(out, format=fmt, quality=92, exif=exif)
+    return out.getvalue()
+
+
+def test_large_jpegs_decode_at_reduced_scale_with_nearly_the_same_crop() -> None:
+    data = _phone_photo("JPEG")
+    reduced = decode_for_size(Image.open(io.BytesIO(data)), 256)
+    assert min(reduced.size) >= 256 and reduced.size[0] < 1600  # 1/4 scale: 400x300
+    full = upright_rgb(Image.open(io.BytesIO(data)))
+    ours, reference = (
+        np.asarray(resize_shorter_and_center_crop(image, 256, 224), float)
+        for image in (reduced, full)
+    )
+    assert np.abs(ours - reference).mean() < 2  # out of 255
+
+
+def test_reduced_decoding_keeps_the_orientation_and_leaves_other_formats_alone() -> None:
+    sideways = decode_for_size(Image.open(io.BytesIO(_phone_photo("JPEG", orientation=6))), 256)
+    assert sideways.size[1] > sideways.size[0] >= 256  # rotated to portrait, still >= 256
+    png = decode_for_size(Image.open(io.BytesIO(_phone_photo("PNG", size=(640, 480)))), 100)
+    assert png.size == (640, 480) and png.mode == "RGB"

@@ -16,6 +16,7 @@ from serving_testlib import CLASSES_A, CLASSES_B, Catalog, image_bytes, one_jpeg
 
 from core.tables import JobStatus
 from service import serving
+from service.routes import predict as predict_route
 
 
 def test_top_k_sorted_probabilities_and_model_info(client: TestClient, catalog: Catalog) -> None:
@@ -91,6 +92,25 @@ def test_bfloat16_serving_says_so_and_agrees_with_float32(
         expected = {g["class_name"]: g["probability"] for g in reference["top_k"]}
         assert got.keys() == expected.keys() and sum(got.values()) == pytest.approx(1, abs=1e-5)
         assert all(abs(got[name] - p) < 0.05 for name, p in expected.items())
+
+
+def test_large_photos_are_decoded_only_as_large_as_the_model_needs(
+    client: TestClient, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog.job(catalog.dataset())
+    decoded: list[tuple[int, int]] = []
+    real_decode = predict_route.decode_for_size
+
+    def spy(image: Image.Image, shorter_side: int) -> Image.Image:
+        result = real_decode(image, shorter_side)
+        decoded.append(result.size)
+        assert shorter_side == 36  # the bundle's resize size (32 px crops)
+        return result
+
+    monkeypatch.setattr(predict_route, "decode_for_size", spy)
+    response = client.post("/predict", files=upload(("big.jpg", image_bytes(size=(1600, 1200)))))
+    assert response.status_code == 200, response.text
+    assert decoded == [(200, 150)]  # libjpeg's 1/8 scale, not 1600x1200
 
 
 def test_job_id_asks_for_a_specific_model(client: TestClient, catalog: Catalog) -> None:

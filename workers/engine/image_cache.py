@@ -30,10 +30,10 @@ from PIL import Image
 
 from core.datasets import DatasetScan, SkippedFile
 from core.settings import get_settings
-from models.preprocess import resize_shorter_and_center_crop, upright_rgb
+from models.preprocess import decode_for_size, resize_shorter_and_center_crop
 
 # Bump when the stored pixels would change (decoder settings, resize function).
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: large JPEGs decoded at reduced scale (decode_for_size)
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,7 @@ def decode_image(path: Path, resize: int, side: int, max_pixels: int) -> np.ndar
         with Image.open(path) as image:
             if image.width * image.height > max_pixels:
                 raise ValueError(f"{image.width}x{image.height} exceeds {max_pixels} pixels")
-            image.load()
-            square = resize_shorter_and_center_crop(upright_rgb(image), resize, side)
+            square = resize_shorter_and_center_crop(decode_for_size(image, resize), resize, side)
     return np.asarray(square, dtype=np.uint8)
 
 
