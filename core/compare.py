@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from core import repository as repo
+from core.errors import SpecError
 from core.specs import EpochMetrics
 from core.tables import EpochMetric, Job
 
@@ -45,13 +46,14 @@ OWN_WARNING_KEYS = ("seed", "image_size", "epochs", *SPLIT_KEYS)
 SPEED_ONLY_KEYS = ("num_workers", "device")
 
 
-class CompareError(ValueError):
+class CompareError(SpecError):
     """A comparison that cannot be made; `field` names the request parameter to fix."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+
+class UnknownJobsError(CompareError):
+    """Some of the jobs asked for do not exist."""
+
+    status_code = 404
 
 
 class JobRecord(BaseModel):
@@ -112,7 +114,7 @@ def load_records(
     jobs = {job_id: repo.get_job(session=session, job_id=job_id) for job_id in job_ids}
     missing = [str(job_id) for job_id, job in jobs.items() if job is None]
     if missing:
-        raise CompareError("jobs", f"no such job: {', '.join(missing)}")
+        raise UnknownJobsError("jobs", f"no such job: {', '.join(missing)}")
     return [
         JobRecord.from_row(
             job,

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from core import repository as repo
 from core.archives import dataset_root, extract_zip
-from core.datasets import DatasetScan, SkippedFile, load_or_create_split, scan_dataset
+from core.datasets import DatasetError, DatasetScan, SkippedFile, load_or_create_split, scan_dataset
 from core.settings import Settings
 from core.tables import Dataset
 
@@ -89,6 +89,7 @@ def register_archive(*, session: Session, settings: Settings, archive: Path,
     """Unpack an uploaded .zip under FOODLAB_HOME/datasets and register it.
 
     On any failure the unpacked files are removed; nothing already stored is touched.
+    A bad archive is reported as the upload's fault (field "file"), never by its temporary path.
     """
     folder = settings.datasets_dir / uuid.uuid4().hex
     folder.mkdir(parents=True)
@@ -97,6 +98,9 @@ def register_archive(*, session: Session, settings: Settings, archive: Path,
                     max_files=settings.max_archive_files)
         return register_folder(session=session, settings=settings,
                                root=dataset_root(folder), name=name, source="upload")
+    except DatasetError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise DatasetError(f"uploaded file: {exc.message}", field="file") from None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import InvalidInput
 from core.storage import atomic_write
 
 # torchvision's IMG_EXTENSIONS, minus formats Pillow cannot always read.
@@ -20,11 +21,16 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 MANIFEST_DIR = ".foodlab"  # hidden, so scanning never mistakes it for a class
 
 
-class DatasetError(ValueError):
-    """A dataset the user must fix; the message names the folder or file."""
+class DatasetError(InvalidInput):
+    """A dataset the user must fix; the message names the folder or file.
 
-    def __init__(self, message: str, path: Path | str | None = None) -> None:
-        super().__init__(f"{path}: {message}" if path is not None else message)
+    `field` is where the dataset came from: "path" (a folder) unless told otherwise.
+    """
+
+    def __init__(
+        self, message: str, path: Path | str | None = None, field: str = "path"
+    ) -> None:
+        super().__init__(f"{path}: {message}" if path is not None else message, field)
         self.path = str(path) if path is not None else None
         self.message = message
 

@@ -11,19 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from core.errors import SpecError, from_validation_error
+
+__all__ = ["SpecError"]  # re-exported: the error of every spec check below
+
 Optimizer = Literal["sgd", "adam", "adamw"]
 Scheduler = Literal["none", "step", "cosine", "onecycle"]
 Augmentation = Literal["none", "standard", "strong"]
 Device = Literal["auto", "cpu", "cuda"]
-
-
-class SpecError(ValueError):
-    """Invalid user input; `field` names what was wrong (dotted path) for 4xx/CLI messages."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 class Hyperparameters(BaseModel):
@@ -104,15 +99,7 @@ def resolve_hyperparameters(
     try:
         return Hyperparameters.model_validate(merged)
     except ValidationError as exc:
-        raise spec_error_from(exc, prefix="hyperparameters") from None
-
-
-def spec_error_from(exc: ValidationError, prefix: str = "") -> SpecError:
-    """The first pydantic error as a SpecError with a dotted field path."""
-    first = exc.errors()[0]
-    loc = ".".join(str(part) for part in first["loc"])
-    field = ".".join(p for p in (prefix, loc) if p) or prefix or "input"
-    return SpecError(field, first["msg"])
+        raise from_validation_error(exc, prefix="hyperparameters") from None
 
 
 class ArchitectureSpec(BaseModel):

@@ -10,8 +10,8 @@ from fastapi import Depends, Header
 from sqlalchemy.orm import Session
 
 from core.db import open_session
+from core.errors import Unauthorized
 from core.settings import Settings, get_settings
-from service.errors import ApiError
 
 
 async def current_settings() -> Settings:
@@ -42,11 +42,11 @@ def require_token(
         return
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise ApiError(
-            401, "missing bearer token: send 'Authorization: Bearer <token>'", "authorization"
+        raise Unauthorized(
+            "missing bearer token: send 'Authorization: Bearer <token>'", "authorization"
         )
     if not any(secrets.compare_digest(token, known) for known in tokens):
-        raise ApiError(401, "invalid bearer token", "authorization")
+        raise Unauthorized("invalid bearer token", "authorization")
 
 
 TokenDep = Depends(require_token)

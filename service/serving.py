@@ -27,9 +27,9 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 import models
+from core.errors import Conflict, InvalidInput, NotFound
 from core.tables import Checkpoint, Dataset, Job, JobStatus, utcnow
 from service.deps import SettingsDep
-from service.errors import ApiError
 
 BUNDLE_KIND = "bundle"
 
@@ -142,7 +142,7 @@ def unpromote(*, session: Session, job: Job) -> None:
     session.commit()
 
 
-# ---------------------------------------------------------------- resolution (raises ApiError)
+# ---------------------------------------------------------------- resolution (raises UserError)
 
 
 def resolve_choice(
@@ -152,8 +152,7 @@ def resolve_choice(
     if job_id is not None:
         model = require_servable(session=session, job_id=job_id)
         if dataset_id is not None and model.job.dataset_id != dataset_id:
-            raise ApiError(
-                422,
+            raise InvalidInput(
                 f"job {job_id} was trained on dataset {model.job.dataset_id}, not {dataset_id}",
                 "dataset_id",
             )
@@ -163,12 +162,11 @@ def resolve_choice(
     if dataset_id is None:
         dataset_id = default_dataset_id(session=session)
     elif session.get(Dataset, dataset_id) is None:
-        raise ApiError(404, f"dataset {dataset_id} not found", "dataset_id")
+        raise NotFound(f"dataset {dataset_id} not found", "dataset_id")
     choice = serving_choice(session=session, dataset_id=dataset_id) if dataset_id else None
     if choice is None:
         scope = f" for dataset {dataset_id}" if dataset_id is not None else ""
-        raise ApiError(
-            409,
+        raise Conflict(
             f"no servable model{scope}: train one (POST /jobs) and wait until it succeeds, "
             "or promote a succeeded job (POST /models/{job_id}/promote)",
             "dataset_id" if dataset_id is not None else None,
@@ -179,7 +177,7 @@ def resolve_choice(
 def require_job(*, session: Session, job_id: int) -> Job:
     job = session.get(Job, job_id)
     if job is None:
-        raise ApiError(404, f"job {job_id} not found", "job_id")
+        raise NotFound(f"job {job_id} not found", "job_id")
     return job
 
 
@@ -187,12 +185,12 @@ def require_servable(*, session: Session, job_id: int) -> ServableModel:
     """The job's model, or 404 (unknown job) / 409 (not succeeded, or no bundle)."""
     job = require_job(session=session, job_id=job_id)
     if job.status != JobStatus.succeeded:
-        raise ApiError(
-            409, f"job {job_id} is {job.status.value}; only succeeded jobs can serve", "job_id"
+        raise Conflict(
+            f"job {job_id} is {job.status.value}; only succeeded jobs can serve", "job_id"
         )
     model = servable_model(session=session, job_id=job_id)
     if model is None:
-        raise ApiError(409, f"job {job_id} has no inference bundle; retrain it", "job_id")
+        raise Conflict(f"job {job_id} has no inference bundle; retrain it", "job_id")
     return model
 
 
@@ -239,8 +237,7 @@ class ModelCache:
             key = BundleKey.of(Path(model.bundle.path))
             return self._cached(key) or self._load_once(key)
         except (models.BundleError, OSError) as exc:
-            raise ApiError(
-                409,
+            raise Conflict(
                 f"the model of job {model.job.id} cannot be loaded ({exc}); retrain it or "
                 "promote another job",
                 "job_id",

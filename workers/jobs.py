@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from core import repository as repo
-from core.datasets import DatasetError
 from core.db import session_scope
+from core.errors import UserError
 from core.queue import send_training
 from core.settings import Settings
-from core.specs import ArchitectureSpec, EpochMetrics, Hyperparameters, SpecError, TrainSpec
+from core.specs import ArchitectureSpec, EpochMetrics, Hyperparameters, TrainSpec
 from core.storage import job_dir
 from core.tables import JobStatus
 from models import ModelConfigError, build_model, measure_latency_ms
@@ -30,7 +30,7 @@ from workers.engine.callbacks import BatchProgress, CheckpointEvent, RunInfo, Tr
 
 log = logging.getLogger(__name__)
 
-USER_ERRORS = (SpecError, DatasetError, ModelConfigError)
+USER_ERRORS = (UserError, ModelConfigError)
 
 
 def worker_name() -> str:

@@ -10,11 +10,11 @@ from sqlalchemy.orm import Session
 
 import models
 from core import repository as repo
-from core.compare import CompareError, Comparison, JobRecord, build_comparison, load_records
+from core.compare import Comparison, JobRecord, build_comparison, load_records
+from core.errors import InvalidInput, NotFound
 from core.plots import Curve, curves_figure, gradient_flow_figure, gradients_figure, to_png
 from core.report import comparison_csv, comparison_markdown
 from service.deps import SessionDep
-from service.errors import ApiError
 
 router = APIRouter(prefix="/compare", tags=["experiments"])
 jobs_router = APIRouter(prefix="/jobs", tags=["experiments"])
@@ -32,14 +32,14 @@ def parse_job_ids(jobs: str) -> list[int]:
     """'3, 1,2' -> [3, 1, 2]: order kept (the first is the default baseline), duplicates dropped."""
     parts = [part.strip() for part in jobs.split(",") if part.strip()]
     if not parts:
-        raise ApiError(422, "jobs: give one or more job ids, e.g. jobs=1,2,3", "jobs")
+        raise InvalidInput("jobs: give one or more job ids, e.g. jobs=1,2,3", "jobs")
     bad = [part for part in parts if not part.isdigit()]
     if bad:
-        raise ApiError(422, f"jobs: not a job id: {', '.join(bad)} (expected e.g. 1,2,3)", "jobs")
+        raise InvalidInput(f"jobs: not a job id: {', '.join(bad)} (expected e.g. 1,2,3)", "jobs")
     ids = list(dict.fromkeys(int(part) for part in parts))
     if len(ids) > MAX_JOBS:
-        raise ApiError(
-            422, f"jobs: at most {MAX_JOBS} jobs per comparison (got {len(ids)})", "jobs"
+        raise InvalidInput(
+            f"jobs: at most {MAX_JOBS} jobs per comparison (got {len(ids)})", "jobs"
         )
     return ids
 
@@ -47,10 +47,7 @@ def parse_job_ids(jobs: str) -> list[int]:
 def _records(session: Session, jobs: str) -> list[JobRecord]:
     ids = parse_job_ids(jobs)
     presets = {name: info.default_options for name, info in models.ARCHITECTURES.items()}
-    try:
-        return load_records(session=session, job_ids=ids, presets=presets)
-    except CompareError as exc:
-        raise ApiError(404, exc.message, exc.field) from None
+    return load_records(session=session, job_ids=ids, presets=presets)
 
 
 def _png(figure_bytes: bytes) -> Response:
@@ -70,7 +67,7 @@ def compare_jobs(
     """One row per job, deltas to the baseline, mean ± std over repeats, fairness warnings."""
     records = _records(session, jobs)
     if baseline is not None and baseline not in {r.id for r in records}:
-        raise ApiError(422, f"baseline: job {baseline} is not in jobs={jobs}", "baseline")
+        raise InvalidInput(f"baseline: job {baseline} is not in jobs={jobs}", "baseline")
     comparison = build_comparison(records, baseline)
     if format == "csv":
         return PlainTextResponse(comparison_csv(comparison), media_type="text/csv")
@@ -99,7 +96,7 @@ def compare_gradients(session: SessionDep, jobs: JobsQuery) -> Response:
 def _job_curve(session: Session, job_id: int) -> Curve:
     job = repo.get_job(session=session, job_id=job_id)
     if job is None:
-        raise ApiError(404, f"job {job_id} not found", "job_id")
+        raise NotFound(f"job {job_id} not found", "job_id")
     epochs = repo.job_metrics(session=session, job_id=job_id)
     return Curve(f"job {job.id}: {job.architecture}", epochs)
 

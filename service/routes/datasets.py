@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -12,17 +13,16 @@ from starlette.concurrency import run_in_threadpool
 
 from core import repository as repo
 from core.dataset_registry import register_archive, register_folder
-from core.datasets import DatasetError
+from core.errors import Conflict, Forbidden, NotFound, PayloadTooLarge
 from core.tables import Dataset
 from service.deps import SessionDep, SettingsDep, TokenDep
-from service.errors import ApiError
 from service.schemas import DatasetPublic, DatasetRegister, DatasetsPublic
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, f"upload exceeds the {limit}-byte limit (FOODLAB_MAX_UPLOAD_BYTES)",
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"upload exceeds the {limit}-byte limit (FOODLAB_MAX_UPLOAD_BYTES)",
                     "file")
 
 
@@ -56,19 +56,13 @@ async def upload_dataset(
     try:
         archive = await run_in_threadpool(_save_upload, file, staging, settings.max_upload_bytes)
         dataset = await run_in_threadpool(
-            _register_archive, session, settings, archive, name or _stem(file.filename)
+            partial(register_archive, session=session, settings=settings, archive=archive,
+                    name=name or _stem(file.filename))
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     response.headers["Location"] = f"/datasets/{dataset.id}"
     return DatasetPublic.from_row(dataset)
-
-
-def _register_archive(session: SessionDep, settings: SettingsDep, archive: Path, name: str):
-    try:
-        return register_archive(session=session, settings=settings, archive=archive, name=name)
-    except DatasetError as exc:
-        raise ApiError(422, f"uploaded file: {exc.message}", "file") from None
 
 
 def _stem(filename: str | None) -> str:
@@ -82,16 +76,13 @@ def register_server_folder(
 ) -> DatasetPublic:
     root = settings.datasets_root
     if root is None:
-        raise ApiError(403, "registering server folders is disabled: set FOODLAB_DATASETS_ROOT",
+        raise Forbidden("registering server folders is disabled: set FOODLAB_DATASETS_ROOT",
                        "path")
     folder = (root / body.path).resolve()
     if not folder.is_relative_to(root):
-        raise ApiError(403, f"path must stay under the datasets root {root}", "path")
-    try:
-        dataset = register_folder(session=session, settings=settings, root=folder,
-                                  name=body.name or folder.name, source="folder")
-    except DatasetError as exc:
-        raise ApiError(422, exc.message if exc.path is None else str(exc), "path") from None
+        raise Forbidden(f"path must stay under the datasets root {root}", "path")
+    dataset = register_folder(session=session, settings=settings, root=folder,
+                              name=body.name or folder.name, source="folder")
     response.headers["Location"] = f"/datasets/{dataset.id}"
     return DatasetPublic.from_row(dataset)
 
@@ -109,7 +100,7 @@ def list_datasets(
 def load_dataset(session: SessionDep, dataset_id: int) -> Dataset:
     dataset = repo.get_dataset(session=session, dataset_id=dataset_id)
     if dataset is None:
-        raise ApiError(404, f"dataset {dataset_id} not found", "dataset_id")
+        raise NotFound(f"dataset {dataset_id} not found", "dataset_id")
     return dataset
 
 
@@ -123,7 +114,7 @@ def delete_dataset(dataset_id: int, session: SessionDep, settings: SettingsDep) 
     """Forget a dataset with no jobs; an uploaded one's files go too, a registered folder stays."""
     dataset = load_dataset(session, dataset_id)
     if dataset.jobs:
-        raise ApiError(409, f"dataset {dataset_id} has {len(dataset.jobs)} job(s); delete them "
+        raise Conflict(f"dataset {dataset_id} has {len(dataset.jobs)} job(s); delete them "
                        "first", "dataset_id")
     folder = Path(dataset.path)
     repo.delete_dataset(session=session, dataset=dataset)

@@ -13,12 +13,12 @@ from fastapi.responses import PlainTextResponse
 
 import models
 from core import repository as repo
+from core.errors import Conflict, NotFound, architecture_error
 from core.queue import queue_for_device, send_training
 from core.specs import SpecError, resolve_hyperparameters
 from core.storage import job_dir, remove_tree
 from core.tables import Job, JobStatus
 from service.deps import SessionDep, SettingsDep, TokenDep
-from service.errors import ApiError
 from service.schemas import (
     CheckpointPublic,
     EpochMetricPublic,
@@ -34,7 +34,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 def load_job(session: SessionDep, job_id: int) -> Job:
     job = repo.get_job(session=session, job_id=job_id)
     if job is None:
-        raise ApiError(404, f"job {job_id} not found", "job_id")
+        raise NotFound(f"job {job_id} not found", "job_id")
     return job
 
 
@@ -42,8 +42,7 @@ def _validated_architecture(body: JobCreate) -> dict[str, object]:
     try:
         options = models.validate_options(body.architecture.name, body.architecture.options)
     except models.ModelConfigError as exc:
-        field = "architecture.name" if exc.field == "name" else f"architecture.options.{exc.field}"
-        raise SpecError(field, exc.message) from None
+        raise architecture_error(exc.field, exc.message) from None
     # Keep what differs from this architecture's own preset, so rows stay short and exact.
     preset = models.ARCHITECTURES[body.architecture.name].default_options
     return {key: value for key, value in options.model_dump().items()
@@ -63,7 +62,7 @@ def create_job(
     options = _validated_architecture(body)
     _check_pretrained(hyper.pretrained_weights)
     if repo.get_dataset(session=session, dataset_id=body.dataset_id) is None:
-        raise ApiError(404, f"dataset {body.dataset_id} not found", "dataset_id")
+        raise NotFound(f"dataset {body.dataset_id} not found", "dataset_id")
     queue = queue_for_device(hyper.device)
     group_id = str(uuid.uuid4()) if body.repeats > 1 else None
     jobs = [
@@ -155,7 +154,7 @@ def get_checkpoints(job_id: int, session: SessionDep) -> list[CheckpointPublic]:
 def cancel_job(job_id: int, session: SessionDep) -> JobPublic:
     job = load_job(session, job_id)
     if job.status.finished:
-        raise ApiError(409, f"job {job_id} is already {job.status.value}", "job_id")
+        raise Conflict(f"job {job_id} is already {job.status.value}", "job_id")
     return JobPublic.from_row(repo.request_cancel(session=session, job=job))
 
 
@@ -163,8 +162,8 @@ def cancel_job(job_id: int, session: SessionDep) -> JobPublic:
 def delete_job(job_id: int, session: SessionDep, settings: SettingsDep) -> Response:
     job = load_job(session, job_id)
     if not job.status.finished:
-        raise ApiError(
-            409, f"job {job_id} is {job.status.value}; cancel it and wait until it stops", "job_id"
+        raise Conflict(
+            f"job {job_id} is {job.status.value}; cancel it and wait until it stops", "job_id"
         )
     repo.delete_job(session=session, job=job)
     remove_tree(job_dir(settings.checkpoints_dir, job_id))

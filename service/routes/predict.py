@@ -20,11 +20,17 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 import models
 from core.db import open_session
+from core.errors import (
+    BadRequest,
+    Conflict,
+    InvalidInput,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from core.settings import Settings
 from models.preprocess import decode_for_size
 from service import serving
 from service.deps import SettingsDep
-from service.errors import ApiError
 from service.routes.models import DatasetQuery, ServingModelPublic
 from service.serving import ModelServerDep
 
@@ -100,8 +106,8 @@ async def predict(
         submitted = server.batcher.submit(prepared.loaded, prepared.pixels, top_k)
         top = await asyncio.wrap_future(submitted)
     except Exception as exc:  # noqa: BLE001 - a model that fails to run is the job's problem
-        raise ApiError(
-            409, f"the model of job {prepared.model.job_id} failed to run: {exc}", "job_id"
+        raise Conflict(
+            f"the model of job {prepared.model.job_id} failed to run: {exc}", "job_id"
         ) from None
     data = [
         ImagePrediction(
@@ -156,7 +162,9 @@ def _prepare(
 async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
     """The files of the multipart field `file`; 413 as soon as the body passes the limit."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise ApiError(415, f"send the images as multipart/form-data in the field '{FIELD}'", FIELD)
+        raise UnsupportedMediaType(
+            f"send the images as multipart/form-data in the field '{FIELD}'", FIELD
+        )
     limit = settings.max_predict_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + FRAMING_ALLOWANCE:
@@ -171,12 +179,11 @@ async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
         form = await parser.parse()
     except MultiPartException as exc:
         if exc.message.startswith("Too many files"):
-            raise ApiError(
-                400,
+            raise BadRequest(
                 f"too many files: at most {settings.max_predict_files} images per request",
                 FIELD,
             ) from None
-        raise ApiError(400, f"malformed multipart upload: {exc.message}", FIELD) from None
+        raise BadRequest(f"malformed multipart upload: {exc.message}", FIELD) from None
     try:
         uploads = await _collect(form.multi_items())
     finally:
@@ -201,23 +208,22 @@ async def _collect(items: list[tuple[str, str | UploadFile]]) -> list[Upload]:
     uploads = []
     for name, value in items:
         if not isinstance(value, UploadFile):
-            raise ApiError(
-                400,
+            raise BadRequest(
                 f"unexpected form field '{name}': options go in the query string "
                 "(?top_k=, ?job_id=, ?dataset_id=)",
                 name,
             )
         if name != FIELD:
-            raise ApiError(400, f"unexpected file field '{name}'; use '{FIELD}'", name)
+            raise BadRequest(f"unexpected file field '{name}'; use '{FIELD}'", name)
         uploads.append(Upload(value.filename or f"file {len(uploads) + 1}", await value.read()))
     if not uploads:
-        raise ApiError(422, f"no image: send one or more files in the field '{FIELD}'", FIELD)
+        raise InvalidInput(f"no image: send one or more files in the field '{FIELD}'", FIELD)
     return uploads
 
 
-def _too_large(size: int | None, limit: int) -> ApiError:
+def _too_large(size: int | None, limit: int) -> PayloadTooLarge:
     what = f"upload of {size} bytes is" if size is not None else "upload is"
-    return ApiError(413, f"{what} too large: at most {limit} bytes per request", FIELD)
+    return PayloadTooLarge(f"{what} too large: at most {limit} bytes per request", FIELD)
 
 
 # ---------------------------------------------------------------- decoding
@@ -229,19 +235,18 @@ def open_image(upload: Upload, max_pixels: int) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(upload.data), formats=FORMATS)
     except UnidentifiedImageError:
-        raise ApiError(
-            415, f"{upload.name}: not a decodable image; send JPEG, PNG or WebP", FIELD
+        raise UnsupportedMediaType(
+            f"{upload.name}: not a decodable image; send JPEG, PNG or WebP", FIELD
         ) from None
     except Image.DecompressionBombError:
-        raise ApiError(
-            400, f"{upload.name}: too many pixels (decompression bomb?)", FIELD
+        raise BadRequest(
+            f"{upload.name}: too many pixels (decompression bomb?)", FIELD
         ) from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt data
         raise _corrupt(upload, exc) from None
     width, height = image.size
     if width * height > max_pixels:
-        raise ApiError(
-            400,
+        raise BadRequest(
             f"{upload.name}: {width}x{height} is {width * height} pixels; at most {max_pixels}",
             FIELD,
         )
@@ -256,6 +261,6 @@ def decode_opened(upload: Upload, image: Image.Image, shorter_side: int) -> Imag
         raise _corrupt(upload, exc) from None
 
 
-def _corrupt(upload: Upload, exc: Exception) -> ApiError:
+def _corrupt(upload: Upload, exc: Exception) -> BadRequest:
     reason = str(exc) or type(exc).__name__
-    return ApiError(400, f"{upload.name}: the image data is corrupt or truncated ({reason})", FIELD)
+    return BadRequest(f"{upload.name}: the image data is corrupt or truncated ({reason})", FIELD)

@@ -13,6 +13,7 @@ import torch
 from fastapi.testclient import TestClient
 from serving_testlib import CLASSES_A, CLASSES_B, Catalog, one_jpeg, write_bundle
 
+from core.errors import UserError
 from core.tables import Checkpoint, Job
 from service import serving
 
@@ -116,7 +117,7 @@ def test_concurrent_requests_for_a_cold_model_load_it_once(
 
 
 def test_missing_bundle_file_is_409_naming_the_job(tmp_path: Path) -> None:
-    with pytest.raises(serving.ApiError) as error:
+    with pytest.raises(UserError) as error:
         serving.ModelCache(capacity=1).get(servable(tmp_path / "gone.pt", job_id=7))
     assert error.value.status_code == 409 and "job 7" in error.value.detail
 

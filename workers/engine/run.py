@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.errors import architecture_error
 from core.settings import get_settings
 from core.specs import EpochMetrics, SpecError, TrainSpec
 from models import (
@@ -173,11 +174,10 @@ def _check_architecture(spec: TrainSpec) -> None:
 
 
 def _spec_error(exc: ModelConfigError, spec: TrainSpec) -> SpecError:
-    if exc.field == "name":
-        return SpecError("architecture.name", exc.message)
-    if exc.field == "pretrained_weights" and spec.hyperparameters.pretrained_weights:
-        return SpecError("hyperparameters.pretrained_weights", exc.message)
-    return SpecError(f"architecture.options.{exc.field}", exc.message)
+    weights_in_hyperparameters = bool(spec.hyperparameters.pretrained_weights)
+    return architecture_error(
+        exc.field, exc.message, weights_in_hyperparameters=weights_in_hyperparameters
+    )
 
 
 def _build(spec: TrainSpec, num_classes: int, *,
