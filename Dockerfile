@@ -3,6 +3,8 @@ WORKDIR /app
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 COPY pyproject.toml README.md ./
 COPY core core
+COPY analysis analysis
+COPY demo demo
 COPY models models
 COPY workers workers
 COPY service service

@@ -14,7 +14,7 @@ from core.archives import resolve_dataset
 from core.datasets import DatasetError, load_or_create_split, scan_dataset
 from core.settings import get_settings
 from core.specs import Hyperparameters
-from core.synth import DISHES, write_dataset, write_dataset_zip
+from demo.dishes import DISHES, write_dataset, write_dataset_zip
 
 dataset_app = typer.Typer(help="Create and inspect image datasets.", no_args_is_help=True)
 console = Console()

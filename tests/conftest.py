@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.synth import write_dataset, write_dataset_zip
+from demo.dishes import write_dataset, write_dataset_zip
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,11 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy.orm import Session
 
 import models
+from analysis.compare import Comparison, JobRecord, build_comparison, load_records
+from analysis.plots import Curve, curves_figure, gradient_flow_figure, gradients_figure, to_png
+from analysis.renderers import comparison_csv, comparison_markdown
 from core import repository as repo
-from core.compare import Comparison, JobRecord, build_comparison, load_records
 from core.errors import InvalidInput, NotFound
-from core.plots import Curve, curves_figure, gradient_flow_figure, gradients_figure, to_png
-from core.report import comparison_csv, comparison_markdown
 from service.deps import SessionDep
 
 router = APIRouter(prefix="/compare", tags=["experiments"])

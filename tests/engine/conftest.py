@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.synth import write_dataset
+from demo.dishes import write_dataset
 
 # Two CPU cores are shared with other test suites; one thread each keeps runs predictable.
 torch.set_num_threads(1)

@@ -18,7 +18,7 @@ from PIL import Image
 from core.archives import resolve_dataset
 from core.datasets import DatasetError, load_or_create_split, scan_dataset
 from core.specs import resolve_hyperparameters
-from core.synth import render_dataset, write_dataset_zip
+from demo.dishes import render_dataset, write_dataset_zip
 from models.preprocess import default_resize_size, resize_shorter_and_center_crop
 from workers.engine.augment import BatchTransform, center_crop
 from workers.engine.data import cached_square_size, prepare_data
@@ -152,6 +152,6 @@ def test_augmentation_is_batched_deterministic_and_shaped():
 
 
 def test_core_data_modules_do_not_import_torch():
-    code = ("import sys, core.datasets, core.archives, core.synth; "
+    code = ("import sys, core.datasets, core.archives, demo.dishes; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

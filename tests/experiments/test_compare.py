@@ -8,8 +8,8 @@ import pytest
 from experiments_testlib import add_run
 from sqlalchemy.orm import Session
 
-from core.compare import CompareError, build_comparison, load_records, rebase
-from core.report import comparison_csv, comparison_markdown
+from analysis.compare import CompareError, build_comparison, load_records, rebase
+from analysis.renderers import comparison_csv, comparison_markdown
 from core.tables import Dataset, JobStatus
 
 

@@ -8,7 +8,7 @@ from matplotlib.collections import PathCollection
 from matplotlib.colors import to_rgba
 from PIL import Image
 
-from core.plots import (
+from analysis.plots import (
     Curve,
     TradeoffPoint,
     curves_figure,

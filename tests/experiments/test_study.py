@@ -13,9 +13,9 @@ from PIL import Image
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from analysis.formatting import fmt_percent
 from cli.main import app
 from core.db import open_session
-from core.report import fmt_percent
 from core.settings import get_settings
 from core.tables import Dataset, Job, JobStatus
 from service.deps import current_settings

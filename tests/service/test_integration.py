@@ -76,7 +76,7 @@ def test_job_runs_on_the_embedded_defaults(tmp_path: Path, synth_zip: Path,
 
 def test_killed_worker_job_resumes_elsewhere(tmp_path: Path, postgres_url: str, redis_url: str,
                                              start_worker) -> None:
-    from core.synth import write_dataset_zip
+    from demo.dishes import write_dataset_zip
 
     # Enough batches per epoch that the kill lands mid-training.
     archive = write_dataset_zip(tmp_path / "big.zip", per_class=16, size=40)

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from core.compare import best_epoch
+from analysis.compare import best_epoch
 from core.specs import STAGES
 
 DPI = 100

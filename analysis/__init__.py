@@ -1,0 +1,1 @@
+"""The analysis of training runs: comparisons, figures and the study report (no torch)."""

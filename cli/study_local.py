@@ -1,0 +1,142 @@
+"""The study's jobs in this process: rows in FOODLAB_HOME's database, trained one by one."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from analysis.compare import Comparison, build_comparison, load_records
+from analysis.study import JobState, StudyError, StudyPlan
+from core.specs import EpochMetrics, resolve_hyperparameters
+
+
+def _dataset_fields(row: Any) -> dict[str, Any]:
+    """What the report shows of a dataset (the fields of DatasetPublic)."""
+    names = ("id", "name", "classes", "counts", "skipped", "num_images")
+    return {name: getattr(row, name) for name in names}
+
+
+class LocalBackend:
+    """Rows in FOODLAB_HOME's database; jobs trained one after another in a background thread
+    (the main thread draws progress and handles Ctrl-C). Imports torch only when used."""
+
+    def __init__(self, device: str | None) -> None:
+        from core.migrate import upgrade
+        from core.settings import get_settings
+
+        self.settings = get_settings()
+        self.device = device
+        upgrade(self.settings.database)
+        self._thread: threading.Thread | None = None
+        self.crashes: dict[int, str] = {}
+
+    def _session(self) -> Any:
+        from core.db import session_scope
+
+        return session_scope(self.settings.database)
+
+    def register_dataset(self, data: Path) -> int:
+        from core.dataset_registry import register_folder
+
+        root = data.resolve()
+        with self._session() as session:
+            row = register_folder(
+                session=session, settings=self.settings, root=root, name=root.name, source="folder"
+            )
+            return row.id
+
+    def dataset(self, dataset_id: int) -> dict[str, Any]:
+        from core import repository as repo
+
+        with self._session() as session:
+            row = repo.get_dataset(session=session, dataset_id=dataset_id)
+            return _dataset_fields(row) if row is not None else {}
+
+    def submit(self, dataset_id: int, architecture: str, plan: StudyPlan) -> list[int]:
+        """The rows POST /jobs would create: validated, seeds seed..seed+n-1, one group id."""
+        import models
+        from core import repository as repo
+        from core.tables import Job
+
+        options = models.validate_options(architecture, {}).model_dump(exclude_defaults=True)
+        hyper = resolve_hyperparameters(plan.preset, plan.overrides)
+        group_id = str(uuid.uuid4()) if plan.repeats > 1 else None
+        jobs = [
+            Job(
+                dataset_id=dataset_id,
+                architecture=architecture,
+                architecture_options=options,
+                hyperparameters=hyper.model_copy(update={"seed": hyper.seed + i}).model_dump(),
+                preset=plan.preset,
+                queue="local",
+                group_id=group_id,
+                repeat_index=i,
+            )
+            for i in range(plan.repeats)
+        ]
+        with self._session() as session:
+            repo.add_jobs(session=session, jobs=jobs)
+            return [job.id for job in jobs]
+
+    def start(self, job_ids: Sequence[int]) -> None:
+        self._thread = threading.Thread(
+            target=self._run_all, args=(list(job_ids),), name="study-jobs", daemon=True
+        )
+        self._thread.start()
+
+    def _run_all(self, job_ids: list[int]) -> None:
+        from workers.jobs import run_job
+
+        for job_id in job_ids:
+            try:
+                run_job(self.settings, job_id, self.device)  # finished jobs are left alone
+            except Exception as exc:  # noqa: BLE001 - shown in the summary; the study goes on
+                self.crashes[job_id] = f"{type(exc).__name__}: {exc}"
+
+    def state(self, job_id: int) -> JobState:
+        from core import repository as repo
+
+        with self._session() as session:
+            job = repo.get_job(session=session, job_id=job_id)
+            if job is None:
+                raise StudyError(f"job {job_id} not found in {self.settings.database}", 2)
+            status = "failed" if job_id in self.crashes else job.status.value
+            return JobState(
+                status,
+                job.progress_epoch,
+                int(job.hyperparameters.get("epochs", 0)),
+                job.progress_percent,
+                job.best_val_accuracy,
+            )
+
+    def stop(self, job_ids: Sequence[int]) -> None:
+        """Cancel what has not finished: queued jobs at once, the running one at its next batch."""
+        from core import repository as repo
+
+        with self._session() as session:
+            for job_id in job_ids:
+                job = repo.get_job(session=session, job_id=job_id)
+                if job is not None and not job.status.finished:
+                    repo.request_cancel(session=session, job=job)
+        if self._thread is not None:
+            self._thread.join()
+
+    def comparison(self, job_ids: Sequence[int]) -> Comparison:
+        import models
+
+        presets = {name: info.default_options for name, info in models.ARCHITECTURES.items()}
+        with self._session() as session:
+            records = load_records(session=session, job_ids=job_ids, presets=presets)
+        return build_comparison(records)
+
+    def epochs(self, job_id: int) -> list[EpochMetrics]:
+        from core import repository as repo
+
+        with self._session() as session:
+            return [
+                EpochMetrics.model_validate(row, from_attributes=True)
+                for row in repo.job_metrics(session=session, job_id=job_id)
+            ]

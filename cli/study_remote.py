@@ -1,0 +1,112 @@
+"""The study's jobs on a running foodlab service: its API creates them, its workers train."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from analysis.compare import Comparison
+from analysis.study import JobState, StudyError, StudyPlan
+from core.specs import EpochMetrics
+
+errors = Console(stderr=True)
+
+
+class RemoteBackend:
+    """POST /datasets (a zip of --data), POST /jobs, GET /jobs/{id}, GET /compare.
+
+    The service's workers train; this side only follows and writes the report.
+    """
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise StudyError(
+                f"cannot reach the foodlab API at {self.client.base_url}: {exc}"
+            ) from None
+        if response.is_error:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise StudyError(f"{method} {path}: {detail} (HTTP {response.status_code})")
+        return response.json()
+
+    def _get(self, path: str, **params: Any) -> Any:
+        return self._call("GET", path, params=params)
+
+    def register_dataset(self, data: Path) -> int:
+        archive = data.read_bytes() if data.suffix == ".zip" else zip_folder(data)
+        files = {"file": (f"{data.stem}.zip", archive, "application/zip")}
+        return self._call("POST", "/datasets", files=files, data={"name": data.resolve().name})[
+            "id"
+        ]
+
+    def dataset(self, dataset_id: int) -> dict[str, Any]:
+        return self._get(f"/datasets/{dataset_id}")
+
+    def submit(self, dataset_id: int, architecture: str, plan: StudyPlan) -> list[int]:
+        body = {
+            "dataset_id": dataset_id,
+            "architecture": {"name": architecture},
+            "preset": plan.preset,
+            "hyperparameters": plan.overrides,
+            "repeats": plan.repeats,
+        }
+        first = self._call("POST", "/jobs", json=body)
+        if not first["group_id"]:
+            return [first["id"]]
+        group = self._get("/jobs", group_id=first["group_id"], limit=500)["data"]
+        return sorted(job["id"] for job in group)
+
+    def start(self, job_ids: Sequence[int]) -> None:
+        """Nothing to start: the service enqueued the jobs when it created them."""
+
+    def state(self, job_id: int) -> JobState:
+        job = self._get(f"/jobs/{job_id}")
+        progress = job["progress"]
+        return JobState(
+            job["status"],
+            progress["epoch"],
+            progress["total_epochs"],
+            progress["percent"],
+            job["best"]["val_accuracy"],
+        )
+
+    def stop(self, job_ids: Sequence[int]) -> None:
+        listed = ",".join(map(str, job_ids))
+        errors.print(
+            f"the jobs go on on the service: cancel them with POST /jobs/{{id}}/cancel, or "
+            f"write the report later with `foodlab study --jobs {listed} --out DIR`"
+        )
+
+    def comparison(self, job_ids: Sequence[int]) -> Comparison:
+        return Comparison.model_validate(self._get("/compare", jobs=",".join(map(str, job_ids))))
+
+    def epochs(self, job_id: int) -> list[EpochMetrics]:
+        rows = self._get(f"/jobs/{job_id}/metrics")["data"]
+        return [EpochMetrics.model_validate(row) for row in rows]
+
+
+def zip_folder(folder: Path) -> bytes:
+    """The folder's files in a .zip with the class folders at its root (hidden files left out)."""
+    if not folder.is_dir():
+        raise StudyError(f"--data {folder}: not a folder or .zip", 2)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+                # Photos are already compressed; storing them keeps zipping fast.
+                archive.write(path, relative.as_posix(), compress_type=zipfile.ZIP_STORED)
+    return buffer.getvalue()

@@ -1,0 +1,1 @@
+"""The demo dataset, drawn rather than downloaded (Pillow and numpy; no torch)."""
