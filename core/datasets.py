@@ -1,8 +1,9 @@
 """Image datasets on disk: scanning an ImageFolder tree and its fixed train/validation split.
 
 A dataset is a folder of class subfolders (torchvision's ImageFolder layout). The split is a
-manifest written once next to the data (or in the cache when the data is read-only), so that
-every job on a dataset is compared on the same validation images.
+manifest written once under FOODLAB_HOME (never into the dataset), so that every job on a
+dataset is compared on the same validation images, and scored on the same held-out test
+images when it has a test part.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from core.storage import atomic_write
 
 # torchvision's IMG_EXTENSIONS, minus formats Pillow cannot always read.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
-MANIFEST_DIR = ".foodlab"  # hidden, so scanning never mistakes it for a class
+LEGACY_MANIFEST_DIR = ".foodlab"  # where old versions wrote manifests; hidden from scans
 
 
 class DatasetError(InvalidInput):
@@ -61,7 +62,8 @@ class Split:
     train: tuple[int, ...]
     val: tuple[int, ...]
     manifest: Path
-    split_id: str  # hash of both file lists: equal ids mean the very same split
+    split_id: str  # hash of the file lists: equal ids mean the very same split
+    test: tuple[int, ...] = ()  # held out: only the final evaluation of a job reads these
 
 
 def _visible(name: str) -> bool:
@@ -110,32 +112,46 @@ def _split_rank(seed: int, relative: str) -> str:
     return hashlib.sha256(f"{seed}:{relative}".encode()).hexdigest()
 
 
-def stratified_split(scan: DatasetScan, val_fraction: float, seed: int) -> tuple[list[str],
-                                                                                 list[str]]:
-    """(train files, val files): round(n * val_fraction) of each class to validation.
+def stratified_split(scan: DatasetScan, val_fraction: float, seed: int,
+                     test_fraction: float = 0.0) -> tuple[list[str], list[str], list[str]]:
+    """(train, val, test files): round(n * fraction) of each class to validation and to test.
 
-    Every class with 2 or more images keeps at least one image on each side.
+    Every class keeps at least one training and one validation image, and one test image when
+    there is a test part and the class has 3 or more images. The test images are the first in
+    hash order, so they do not depend on val_fraction.
     """
-    train, val = [], []
+    train, val, test = [], [], []
     for label in range(len(scan.class_names)):
         members = [f for f, y in zip(scan.files, scan.labels, strict=True) if y == label]
         members.sort(key=lambda f: _split_rank(seed, f))
-        n_val = min(max(round(len(members) * val_fraction), 1), len(members) - 1)
-        val += members[:n_val]
-        train += members[n_val:]
-    return sorted(train), sorted(val)
+        n_test = 0
+        if test_fraction > 0:
+            n_test = max(min(max(round(len(members) * test_fraction), 1), len(members) - 2), 0)
+        n_val = min(max(round(len(members) * val_fraction), 1), len(members) - n_test - 1)
+        test += members[:n_test]
+        val += members[n_test:n_test + n_val]
+        train += members[n_test + n_val:]
+    return sorted(train), sorted(val), sorted(test)
 
 
-def _manifest_name(val_fraction: float, seed: int) -> str:
-    return f"split-val{val_fraction:g}-seed{seed}.json"
+def _manifest_name(val_fraction: float, seed: int, test_fraction: float) -> str:
+    test = f"-test{test_fraction:g}" if test_fraction > 0 else ""
+    return f"split-val{val_fraction:g}{test}-seed{seed}.json"
 
 
-def manifest_paths(scan: DatasetScan, val_fraction: float, seed: int,
-                   cache_dir: Path) -> list[Path]:
-    """Where the split manifest may live, preferred first: in the dataset, else in the cache."""
-    name = _manifest_name(val_fraction, seed)
-    return [scan.root / MANIFEST_DIR / name,
-            cache_dir / "splits" / scan.fingerprint[:20] / name]
+def manifest_path(scan: DatasetScan, val_fraction: float, seed: int, cache_dir: Path,
+                  test_fraction: float = 0.0) -> Path:
+    """Where foodlab keeps the split: under its own cache, keyed by the dataset's fingerprint
+    and the fractions. Never inside the dataset: ImageFolder readers would take a folder
+    there for a class."""
+    return (cache_dir / "splits" / scan.fingerprint[:20]
+            / _manifest_name(val_fraction, seed, test_fraction))
+
+
+def legacy_manifest_path(scan: DatasetScan, val_fraction: float, seed: int) -> Path:
+    """Where manifests used to be written (a writable dataset's `.foodlab/`): read, never
+    written, so the splits of existing jobs stay what they were."""
+    return scan.root / LEGACY_MANIFEST_DIR / _manifest_name(val_fraction, seed, 0.0)
 
 
 def _read_manifest(path: Path, scan: DatasetScan) -> dict | None:
@@ -148,44 +164,44 @@ def _read_manifest(path: Path, scan: DatasetScan) -> dict | None:
 
 
 def load_or_create_split(scan: DatasetScan, val_fraction: float, seed: int,
-                         cache_dir: Path) -> Split:
-    """The dataset's split for (val_fraction, seed), computing and writing it the first time.
+                         cache_dir: Path, test_fraction: float = 0.0) -> Split:
+    """The dataset's split for (val_fraction, test_fraction, seed), written the first time.
 
     The manifest is rewritten when the dataset changes (its fingerprint is stored inside).
     Concurrent writers produce identical files and rename them into place, so racing is safe.
     """
-    candidates = manifest_paths(scan, val_fraction, seed, cache_dir)
-    for path in candidates:
-        manifest = _read_manifest(path, scan)
+    path = manifest_path(scan, val_fraction, seed, cache_dir, test_fraction)
+    readable = [path] if test_fraction > 0 else [path, legacy_manifest_path(scan, val_fraction,
+                                                                             seed)]
+    for candidate in readable:
+        manifest = _read_manifest(candidate, scan)
         if manifest is not None:
+            if candidate != path:  # adopt the old split in the new place
+                _write_manifest(path, manifest)
             return _split_from(scan, manifest, path)
-    train, val = stratified_split(scan, val_fraction, seed)
-    manifest = {"version": 1, "val_fraction": val_fraction, "split_seed": seed,
-                "fingerprint": scan.fingerprint, "class_names": list(scan.class_names),
-                "train": train, "val": val}
-    payload = json.dumps(manifest, indent=1).encode()
-    for path in candidates:
-        if path.is_relative_to(scan.root) and not _writable(scan.root):
-            continue
-        try:
-            with atomic_write(path) as handle:
-                handle.write(payload)
-            path.chmod(0o644)  # other workers' users read it too
-        except OSError:
-            continue  # e.g. a read-only mount: fall back to the cache dir
-        return _split_from(scan, manifest, path)
-    raise DatasetError("cannot write the split manifest in the dataset or the cache folder",
-                       candidates[-1])
+    train, val, test = stratified_split(scan, val_fraction, seed, test_fraction)
+    manifest = {"version": 2, "val_fraction": val_fraction, "test_fraction": test_fraction,
+                "split_seed": seed, "fingerprint": scan.fingerprint,
+                "class_names": list(scan.class_names), "train": train, "val": val, "test": test}
+    _write_manifest(path, manifest)
+    return _split_from(scan, manifest, path)
 
 
-def _writable(folder: Path) -> bool:
-    """Write permission, read from the mode bits too: root passes os.access checks, but a
-    folder marked r-x (a shared read-only dataset) is not ours to write into."""
-    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+def _write_manifest(path: Path, manifest: dict) -> None:
+    try:
+        with atomic_write(path) as handle:
+            handle.write(json.dumps(manifest, indent=1).encode())
+        path.chmod(0o644)  # other workers' users read it too
+    except OSError as exc:
+        raise DatasetError(f"cannot write the split manifest: {exc.strerror}", path) from None
 
 
 def _split_from(scan: DatasetScan, manifest: dict, path: Path) -> Split:
     index = {f: i for i, f in enumerate(scan.files)}
-    split_id = hashlib.sha256(json.dumps([manifest["train"], manifest["val"]]).encode())
+    sides = [manifest["train"], manifest["val"]]
+    if manifest.get("test"):  # a split without a test part keeps the id it always had
+        sides.append(manifest["test"])
+    split_id = hashlib.sha256(json.dumps(sides).encode()).hexdigest()[:16]
     return Split(tuple(index[f] for f in manifest["train"]),
-                 tuple(index[f] for f in manifest["val"]), path, split_id.hexdigest()[:16])
+                 tuple(index[f] for f in manifest["val"]), path, split_id,
+                 tuple(index[f] for f in manifest.get("test", [])))

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.specs import EpochMetrics
+from core.specs import EpochMetrics, TestMetrics
 from core.tables import Checkpoint, Dataset, EpochMetric, Job, JobStatus, utcnow
 
 
@@ -214,6 +214,11 @@ def upsert_metric(*, session: Session, job_id: int, metrics: EpochMetrics) -> No
             if metrics.best_details is not None:
                 job.best_details = metrics.best_details.model_dump()
     session.commit()
+
+
+def record_test_metrics(*, session: Session, job_id: int, metrics: TestMetrics) -> None:
+    update_job(session=session, job_id=job_id, test_accuracy=metrics.accuracy,
+               test_metrics=metrics.model_dump())
 
 
 def upsert_checkpoint(

@@ -46,6 +46,9 @@ class Hyperparameters(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="initialisation and shuffling seed")
     split_seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the train/val split")
     val_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(
+        0.0, ge=0, lt=1, description="held-out test part; scored once, by the best checkpoint"
+    )
     image_size: int = Field(224, ge=16, le=1024)
     augmentation: Augmentation = "none"
     num_workers: int = Field(0, ge=0, le=64, description="data-loader worker processes")
@@ -61,6 +64,8 @@ class Hyperparameters(BaseModel):
             raise ValueError("warmup_epochs must be smaller than epochs")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("nesterov needs optimizer 'sgd' with momentum > 0")
+        if self.val_fraction + self.test_fraction > 0.9:
+            raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
         return self
 
 
@@ -80,6 +85,7 @@ RECOMMENDED = Hyperparameters(
     label_smoothing=0.1,
     grad_clip=5.0,
     augmentation="standard",
+    test_fraction=0.15,
 )
 
 PRESETS: dict[str, Hyperparameters] = {"reference": REFERENCE, "recommended": RECOMMENDED}
@@ -130,6 +136,15 @@ class BestEpochDetails(BaseModel):
     per_class_accuracy: dict[str, float]
     confusion_matrix: list[list[int]] = Field(description="rows: true class, columns: predicted")
     macro_f1: float
+
+
+class TestMetrics(BestEpochDetails):
+    """The best checkpoint scored once on the held-out test images, after training."""
+
+    loss: float
+    accuracy: float
+    num_images: int
+    epoch: int = Field(description="the best epoch, whose checkpoint was scored")
 
 
 class EpochMetrics(BaseModel):

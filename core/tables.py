@@ -126,6 +126,10 @@ class Job(Base):
     best_val_accuracy: Mapped[float | None]
     best_val_loss: Mapped[float | None]
     best_details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    test_accuracy: Mapped[float | None] = mapped_column(doc="best checkpoint on the test part")
+    test_metrics: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, doc="loss, accuracy, per-class accuracy, confusion matrix, macro F1 on test"
+    )
     promoted_at: Mapped[datetime | None] = mapped_column(doc="explicitly chosen to serve")
 
     error_message: Mapped[str | None] = mapped_column(Text)

@@ -93,6 +93,9 @@ class JobPublic(BaseModel):
     gflops: float | None
     progress: Progress
     best: BestEpoch
+    test: dict[str, Any] | None = Field(
+        description="the best checkpoint on the held-out test images (jobs with a test part)"
+    )
     promoted: bool
     error: JobError | None
 
@@ -132,6 +135,7 @@ class JobPublic(BaseModel):
                 val_loss=job.best_val_loss,
                 details=job.best_details,
             ),
+            test=job.test_metrics,
             promoted=job.promoted_at is not None,
             error=JobError(message=job.error_message, traceback=job.error_traceback)
             if job.error_message

@@ -192,6 +192,9 @@ def _train(
         return JobStatus.failed, f"{type(exc).__name__}: {exc}", traceback.format_exc()
     if result.status == "cancelled":
         return JobStatus.cancelled, None, None
+    if result.test is not None:
+        with session_scope(settings.database) as session:
+            repo.record_test_metrics(session=session, job_id=job_id, metrics=result.test)
     record_inference_latency(settings, job_id, spec, len(result.class_names))
     return JobStatus.succeeded, None, None
 

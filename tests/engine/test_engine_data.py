@@ -46,29 +46,61 @@ def test_scan_refuses_one_class_and_empty_classes(tmp_path: Path):
         resolve_dataset(tmp_path / "missing", tmp_path / "cache")
 
 
-def test_split_is_stratified_deterministic_and_shared(synth_data: Path, tmp_path: Path):
+def test_split_is_stratified_deterministic_and_kept_out_of_the_dataset(synth_data: Path,
+                                                                       tmp_path: Path):
     scan = scan_dataset(synth_data)
+    before = sorted(p.relative_to(synth_data) for p in synth_data.rglob("*"))
     split = load_or_create_split(scan, 0.25, 7, tmp_path / "cache")
-    assert split.manifest.parent == synth_data / ".foodlab"  # next to the data
+    assert split.manifest.is_relative_to(tmp_path / "cache" / "splits")
+    assert sorted(p.relative_to(synth_data) for p in synth_data.rglob("*")) == before
     for label in range(3):  # 12 per class -> 3 to validation each
         assert sum(scan.labels[i] == label for i in split.val) == 3
-    assert set(split.train).isdisjoint(split.val)
+    assert set(split.train).isdisjoint(split.val) and split.test == ()
     assert len(split.train) + len(split.val) == len(scan.files)
-    again = load_or_create_split(scan_dataset(synth_data), 0.25, 7, tmp_path / "other-cache")
-    assert again == split  # read back, not recomputed elsewhere
+    written = split.manifest.stat().st_mtime_ns
+    assert load_or_create_split(scan_dataset(synth_data), 0.25, 7, tmp_path / "cache") == split
+    assert split.manifest.stat().st_mtime_ns == written  # read back, not rewritten
+    elsewhere = load_or_create_split(scan, 0.25, 7, tmp_path / "other-cache")
+    assert elsewhere.split_id == split.split_id  # computed again: the same images
     assert load_or_create_split(scan, 0.25, 8, tmp_path / "cache").split_id != split.split_id
     manifest = json.loads(split.manifest.read_text())
     assert manifest["val_fraction"] == 0.25 and manifest["split_seed"] == 7
 
 
-def test_split_of_a_read_only_dataset_goes_to_the_cache(synth_data: Path, tmp_path: Path):
-    os.chmod(synth_data, 0o555)
-    try:
-        split = load_or_create_split(scan_dataset(synth_data), 0.2, 0, tmp_path / "cache")
-    finally:
-        os.chmod(synth_data, 0o755)
+def test_test_part_is_stratified_disjoint_and_written_once(synth_data: Path, tmp_path: Path):
+    scan = scan_dataset(synth_data)
+    split = load_or_create_split(scan, 0.25, 7, tmp_path / "cache", test_fraction=0.25)
+    manifest = json.loads(split.manifest.read_text())
+    train, val, test = (set(manifest[side]) for side in ("train", "val", "test"))
+    assert not train & val and not train & test and not val & test  # on the manifest itself
+    assert train | val | test == set(scan.files)
+    for label in range(3):  # 12 per class -> 3 test, 3 validation, 6 training
+        assert sum(scan.labels[i] == label for i in split.test) == 3
+        assert sum(scan.labels[i] == label for i in split.val) == 3
+    assert manifest["test_fraction"] == 0.25
+    without = load_or_create_split(scan, 0.25, 7, tmp_path / "cache")
+    assert without.manifest != split.manifest and without.split_id != split.split_id
+    written = split.manifest.stat().st_mtime_ns
+    again = load_or_create_split(scan_dataset(synth_data), 0.25, 7, tmp_path / "cache",
+                                 test_fraction=0.25)
+    assert again == split and split.manifest.stat().st_mtime_ns == written
+    # The test images do not move when another job picks a different validation share.
+    other_val = load_or_create_split(scan, 0.15, 7, tmp_path / "cache", test_fraction=0.25)
+    assert other_val.test == split.test
+
+
+def test_manifest_in_the_old_place_is_read_and_moved_to_the_new(synth_data: Path,
+                                                               tmp_path: Path):
+    scan = scan_dataset(synth_data)
+    computed = load_or_create_split(scan, 0.2, 0, tmp_path / "fresh-cache")
+    old = json.loads(computed.manifest.read_text())
+    old["train"], old["val"] = old["train"][2:], old["val"] + old["train"][:2]  # a different split
+    (synth_data / ".foodlab").mkdir()
+    (synth_data / ".foodlab" / computed.manifest.name).write_text(json.dumps(old))
+    split = load_or_create_split(scan, 0.2, 0, tmp_path / "cache")
     assert split.manifest.is_relative_to(tmp_path / "cache")
-    assert not (synth_data / ".foodlab").exists()
+    assert json.loads(split.manifest.read_text())["val"] == old["val"]  # the old split, kept
+    assert len(split.val) == len(computed.val) + 2
 
 
 def test_zip_input_unpacks_once_into_the_cache(tmp_path: Path):

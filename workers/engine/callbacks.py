@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from core.datasets import SkippedFile
-from core.specs import EpochMetrics
+from core.specs import EpochMetrics, TestMetrics
 
 CheckpointKind = Literal["last", "best", "bundle"]
 RunStatus = Literal["completed", "cancelled", "early_stopped"]
@@ -64,6 +64,7 @@ class RunResult:
     bundle: Path | None
     num_parameters: int
     gflops: float
+    test: TestMetrics | None = None  # the best checkpoint on the held-out test part
 
 
 class TrainingCallback:

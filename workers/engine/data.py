@@ -36,7 +36,7 @@ def cached_square_size(image_size: int) -> int:
 
 @dataclass(frozen=True)
 class Subset:
-    """Rows of the image cache and their labels: the training or the validation side."""
+    """Rows of the image cache and their labels: one side of the split."""
 
     rows: np.ndarray  # int64 rows of PreparedData.images
     labels: np.ndarray  # int64 class indexes
@@ -52,6 +52,7 @@ class PreparedData:
     cache_file: Path
     train: Subset
     val: Subset
+    test: Subset  # held out (empty without a test part): read only by `run.score_test`
     skipped: list[SkippedFile]
     fingerprint: str  # the dataset files (names, sizes, times)
     split_id: str  # the exact train/val file lists
@@ -62,7 +63,8 @@ class PreparedData:
 def prepare_data(data: Path, hp: Hyperparameters, cache_dir: Path) -> PreparedData:
     """Scan `data` (a folder or .zip), load its split and its image cache (building both once)."""
     scan = scan_dataset(resolve_dataset(data, cache_dir))
-    split = load_or_create_split(scan, hp.val_fraction, hp.split_seed, cache_dir)
+    split = load_or_create_split(scan, hp.val_fraction, hp.split_seed, cache_dir,
+                                 test_fraction=hp.test_fraction)
     cache = open_image_cache(scan, default_resize_size(hp.image_size),
                              cached_square_size(hp.image_size), cache_dir)
     labels = np.asarray(scan.labels, dtype=np.int64)
@@ -71,7 +73,7 @@ def prepare_data(data: Path, hp: Hyperparameters, cache_dir: Path) -> PreparedDa
         rows = np.asarray([i for i in indexes if cache.decoded[i]], dtype=np.int64)
         return Subset(rows, labels[rows])
 
-    train, val = subset(split.train), subset(split.val)
+    train, val, test = subset(split.train), subset(split.val), subset(split.test)
     if len(val) == 0:
         raise DatasetError("too few decodable images for a validation split (a class needs "
                            "at least 2)", scan.root)
@@ -79,7 +81,7 @@ def prepare_data(data: Path, hp: Hyperparameters, cache_dir: Path) -> PreparedDa
         if not np.any(train.labels == label):
             raise DatasetError(f"class {name!r} has no decodable training image", scan.root / name)
     return PreparedData(list(scan.class_names), cache.images, cache.folder / "images.npy",
-                        train, val, cache.skipped, scan.fingerprint, split.split_id,
+                        train, val, test, cache.skipped, scan.fingerprint, split.split_id,
                         hp.image_size, default_resize_size(hp.image_size))
 
 

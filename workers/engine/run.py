@@ -19,7 +19,8 @@ from torch import nn
 
 from core.errors import architecture_error
 from core.settings import get_settings
-from core.specs import EpochMetrics, SpecError, TrainSpec
+from core.specs import EpochMetrics, SpecError, TestMetrics, TrainSpec
+from core.storage import atomic_write
 from models import (
     ModelConfigError,
     build_model,
@@ -49,7 +50,7 @@ from .loop import EvalStats, TrainStats, TrainStep, best_details, evaluate, trai
 from .optim import build_optimizer, build_scheduler
 from .runtime import Runtime, select_runtime
 
-LAST, BEST, BUNDLE = "last.pt", "best.pt", "bundle.pt"
+LAST, BEST, BUNDLE, TEST = "last.pt", "best.pt", "bundle.pt", "test.json"
 
 
 def train(spec: TrainSpec, data: Path, out_dir: Path, *,
@@ -93,11 +94,14 @@ def train(spec: TrainSpec, data: Path, out_dir: Path, *,
     if best is not None and (trained or not bundle.is_file()):
         _export_bundle(spec, prepared, history[best - 1], out_dir, num_parameters, gflops)
         events.on_checkpoint(file_event(bundle, "bundle", best))
+    test = None
+    if best is not None and status != "cancelled" and len(prepared.test):
+        test = score_test(spec, prepared, best, out_dir, runtime)
     result = RunResult(
         status=status, epochs=history, best_epoch=best, class_names=prepared.class_names,
         skipped=prepared.skipped, num_parameters=num_parameters, gflops=gflops,
         last_checkpoint=_existing(out_dir / LAST), best_checkpoint=_existing(out_dir / BEST),
-        bundle=_existing(bundle))
+        bundle=_existing(bundle), test=test)
     events.on_run_end(result)
     return result
 
@@ -277,6 +281,37 @@ def _export_bundle(spec: TrainSpec, prepared: PreparedData, best: EpochMetrics, 
                   "gflops": gflops, "dataset_fingerprint": prepared.fingerprint,
                   "split_id": prepared.split_id,
                   "hyperparameters": spec.hyperparameters.model_dump(mode="json")})
+
+
+def score_test(spec: TrainSpec, prepared: PreparedData, best_epoch: int, out_dir: Path,
+               runtime: Runtime) -> TestMetrics:
+    """The best checkpoint on the held-out test images, once: the only reader of
+    `prepared.test`, called after the last epoch, so nothing that trains, stops early or picks
+    the checkpoint can see those images. Kept in test.json; a resumed finished run reuses it."""
+    saved = out_dir / TEST
+    if saved.is_file():
+        stored = TestMetrics.model_validate_json(saved.read_text())
+        if stored.epoch == best_epoch and stored.num_images == len(prepared.test):
+            return stored
+    model = _build(spec, len(prepared.class_names),
+                   weights=load_checkpoint(out_dir / BEST)["model"])
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    model = model.to(runtime.device, memory_format=memory_format)
+    hp = spec.hyperparameters
+    transform = BatchTransform(image_size=hp.image_size, augmentation="none", mean=IMAGENET_MEAN,
+                               std=IMAGENET_STD, device=runtime.device,
+                               channels_last=runtime.channels_last)
+    batches = iterate_batches(prepared, prepared.test,
+                              batch_plan(len(prepared.test), hp.eval_batch_size, None),
+                              crop=hp.image_size, num_workers=0, pin_memory=False)
+    scores = evaluate(model, batches, transform, num_classes=len(prepared.class_names),
+                      runtime=runtime)
+    details = best_details(prepared.class_names, scores.confusion)
+    test = TestMetrics(**details.model_dump(), loss=scores.loss, accuracy=scores.accuracy,
+                       num_images=len(prepared.test), epoch=best_epoch)
+    with atomic_write(saved) as handle:
+        handle.write(test.model_dump_json().encode())
+    return test
 
 
 def _existing(path: Path) -> Path | None:
