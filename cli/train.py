@@ -115,7 +115,7 @@ def run_train(
     option: Annotated[list[str] | None, typer.Option(
         "--option", help="architecture option key=value (repeatable), e.g. attn=se")] = None,
     cache_dir: Annotated[Path | None, typer.Option(
-        "--cache-dir", help="image cache and split fallback (default: $FOODLAB_HOME/cache)")
+        "--cache-dir", help="image cache and split manifests (default: $FOODLAB_HOME/cache)")
     ] = None,
     **hyperparameters: Any,
 ) -> None:
@@ -255,6 +255,10 @@ def print_summary(result: RunResult, out: Path) -> None:
                               for name, acc in best.best_details.per_class_accuracy.items())
         console.print(f"best epoch per class: {per_class}; macro F1 "
                       f"{best.best_details.macro_f1:.3f}")
+    if result.test is not None:
+        console.print(f"held-out test ({result.test.num_images} images, best epoch "
+                      f"{result.test.epoch}): accuracy {_percent(result.test.accuracy)}, loss "
+                      f"{result.test.loss:.3f}, macro F1 {result.test.macro_f1:.3f}")
     for skipped in result.skipped:
         console.print(f"[yellow]skipped[/] {skipped.path}: {skipped.reason}", markup=True)
     if result.bundle is not None:

@@ -66,6 +66,7 @@ class DatabaseCallback(TrainingCallback):
                     "class_names": info.class_names,
                     "train_size": info.train_size,
                     "val_size": info.val_size,
+                    "test_size": info.test_size,
                     "skipped": [asdict(item) for item in info.skipped],
                     "start_epoch": info.start_epoch,
                 },

@@ -103,6 +103,16 @@ def test_manifest_in_the_old_place_is_read_and_moved_to_the_new(synth_data: Path
     assert len(split.val) == len(computed.val) + 2
 
 
+def test_split_of_a_read_only_dataset_works_the_same(synth_data: Path, tmp_path: Path):
+    os.chmod(synth_data, 0o555)
+    try:
+        split = load_or_create_split(scan_dataset(synth_data), 0.2, 0, tmp_path / "cache")
+    finally:
+        os.chmod(synth_data, 0o755)
+    assert split.manifest.is_relative_to(tmp_path / "cache")
+    assert not (synth_data / ".foodlab").exists()
+
+
 def test_zip_input_unpacks_once_into_the_cache(tmp_path: Path):
     archive = write_dataset_zip(tmp_path / "dishes.zip", 3, 32, dishes=("bakso", "sate"))
     root = resolve_dataset(archive, tmp_path / "cache")

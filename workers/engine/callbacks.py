@@ -32,6 +32,7 @@ class RunInfo:
     num_parameters: int
     gflops: float  # forward pass of one image at the training image size
     history: list[EpochMetrics] = field(default_factory=list)
+    test_size: int = 0  # held-out images, scored once after the last epoch
 
 
 @dataclass(frozen=True)

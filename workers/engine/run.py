@@ -86,7 +86,7 @@ def train(spec: TrainSpec, data: Path, out_dir: Path, *,
         class_names=prepared.class_names, train_size=len(prepared.train),
         val_size=len(prepared.val), skipped=prepared.skipped, total_epochs=hp.epochs,
         start_epoch=len(history) + 1, device=runtime.describe(), num_parameters=num_parameters,
-        gflops=gflops, history=list(history)))
+        gflops=gflops, history=list(history), test_size=len(prepared.test)))
     status, trained = _run_epochs(step, spec, prepared, history, out_dir, events)
 
     bundle = out_dir / BUNDLE
