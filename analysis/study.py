@@ -15,7 +15,8 @@ from typing import Any, Protocol
 from analysis.compare import Comparison, rebase
 from analysis.report import StudyData
 from core.datasets import DatasetError
-from core.specs import EpochMetrics
+from core.job_factory import JobRequest
+from core.specs import ArchitectureSpec, EpochMetrics
 
 
 class StudyError(Exception):
@@ -32,6 +33,16 @@ class StudyPlan:
     preset: str
     overrides: dict[str, Any]  # hyperparameters set on the command line
     repeats: int
+
+    def request(self, dataset_id: int, architecture: str) -> JobRequest:
+        """One architecture of the study as a job request (POST /jobs receives the same)."""
+        return JobRequest(
+            dataset_id=dataset_id,
+            architecture=ArchitectureSpec(name=architecture),
+            preset=self.preset,
+            hyperparameters=self.overrides,
+            repeats=self.repeats,
+        )
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from analysis.compare import Comparison, build_comparison, load_records
 from analysis.study import JobState, StudyError, StudyPlan
-from core.specs import EpochMetrics, resolve_hyperparameters
+from core.specs import EpochMetrics
 
 
 def _dataset_fields(row: Any) -> dict[str, Any]:
@@ -56,29 +55,17 @@ class LocalBackend:
             return _dataset_fields(row) if row is not None else {}
 
     def submit(self, dataset_id: int, architecture: str, plan: StudyPlan) -> list[int]:
-        """The rows POST /jobs would create: validated, seeds seed..seed+n-1, one group id."""
+        """The rows POST /jobs would create, made by the same factory."""
         import models
-        from core import repository as repo
-        from core.tables import Job
+        from core.job_factory import create_jobs
 
-        options = models.validate_options(architecture, {}).model_dump(exclude_defaults=True)
-        hyper = resolve_hyperparameters(plan.preset, plan.overrides)
-        group_id = str(uuid.uuid4()) if plan.repeats > 1 else None
-        jobs = [
-            Job(
-                dataset_id=dataset_id,
-                architecture=architecture,
-                architecture_options=options,
-                hyperparameters=hyper.model_copy(update={"seed": hyper.seed + i}).model_dump(),
-                preset=plan.preset,
-                queue="local",
-                group_id=group_id,
-                repeat_index=i,
-            )
-            for i in range(plan.repeats)
-        ]
         with self._session() as session:
-            repo.add_jobs(session=session, jobs=jobs)
+            jobs = create_jobs(
+                session=session,
+                request=plan.request(dataset_id, architecture),
+                canonical_options=models.canonical_options,
+                queue="local",
+            )
             return [job.id for job in jobs]
 
     def start(self, job_ids: Sequence[int]) -> None:

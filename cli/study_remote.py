@@ -56,13 +56,7 @@ class RemoteBackend:
         return self._get(f"/datasets/{dataset_id}")
 
     def submit(self, dataset_id: int, architecture: str, plan: StudyPlan) -> list[int]:
-        body = {
-            "dataset_id": dataset_id,
-            "architecture": {"name": architecture},
-            "preset": plan.preset,
-            "hyperparameters": plan.overrides,
-            "repeats": plan.repeats,
-        }
+        body = plan.request(dataset_id, architecture).model_dump(mode="json")
         first = self._call("POST", "/jobs", json=body)
         if not first["group_id"]:
             return [first["id"]]

@@ -13,7 +13,14 @@ from .inference import (
     probabilities,
 )
 from .pretrained import PretrainedReport, load_pretrained
-from .registry import ARCHITECTURES, ArchitectureInfo, ModelOptions, build_model, validate_options
+from .registry import (
+    ARCHITECTURES,
+    ArchitectureInfo,
+    ModelOptions,
+    build_model,
+    canonical_options,
+    validate_options,
+)
 from .summary import (
     STAGES,
     architecture_summary,
@@ -36,6 +43,7 @@ __all__ = [
     "PretrainedReport",
     "architecture_summary",
     "build_model",
+    "canonical_options",
     "count_flops",
     "count_parameters",
     "load_bundle",

@@ -186,3 +186,14 @@ def build_model(name: str, num_classes: int, **options: Any) -> nn.Module:
     if state is not None:
         logger.info("%s", apply_state_dict(model, state, path))
     return model
+
+
+def canonical_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` validated and reduced to what differs from the preset's own values.
+
+    The form jobs store: equal configurations give equal dicts however they were written
+    (`se_resnet34` with or without `{"attn": "se"}` is `{}`).
+    """
+    resolved = validate_options(name, options).model_dump()  # raises for an unknown name
+    preset = ARCHITECTURES[name].default_options
+    return {key: value for key, value in resolved.items() if value != preset[key]}

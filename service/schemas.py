@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.job_factory import JobRequest
 from core.specs import ArchitectureSpec, EpochMetrics
 from core.tables import Dataset, Job, JobStatus
 
@@ -38,16 +39,8 @@ class DatasetsPublic(BaseModel):
     count: int
 
 
-class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    dataset_id: int = Field(..., ge=1)
-    architecture: ArchitectureSpec
-    preset: str | None = Field(None, description="reference or recommended; default reference")
-    hyperparameters: dict[str, Any] = Field(
-        default_factory=dict, description="overrides applied on top of the preset"
-    )
-    repeats: int = Field(1, ge=1, le=20, description="same job with seeds seed, seed+1, ...")
+class JobCreate(JobRequest):
+    """The body of POST /jobs: a job request as `core.job_factory` takes it."""
 
 
 class Progress(BaseModel):

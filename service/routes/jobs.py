@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import uuid
-from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -13,9 +11,9 @@ from fastapi.responses import PlainTextResponse
 
 import models
 from core import repository as repo
-from core.errors import Conflict, NotFound, architecture_error
-from core.queue import queue_for_device, send_training
-from core.specs import SpecError, resolve_hyperparameters
+from core.errors import Conflict, NotFound
+from core.job_factory import create_jobs
+from core.queue import send_training
 from core.storage import job_dir, remove_tree
 from core.tables import Job, JobStatus
 from service.deps import SessionDep, SettingsDep, TokenDep
@@ -38,50 +36,15 @@ def load_job(session: SessionDep, job_id: int) -> Job:
     return job
 
 
-def _validated_architecture(body: JobCreate) -> dict[str, object]:
-    try:
-        options = models.validate_options(body.architecture.name, body.architecture.options)
-    except models.ModelConfigError as exc:
-        raise architecture_error(exc.field, exc.message) from None
-    # Keep what differs from this architecture's own preset, so rows stay short and exact.
-    preset = models.ARCHITECTURES[body.architecture.name].default_options
-    return {key: value for key, value in options.model_dump().items()
-            if value != preset.get(key)}
-
-
-def _check_pretrained(path: str | None) -> None:
-    if path is not None and not Path(path).is_file():
-        raise SpecError("hyperparameters.pretrained_weights", f"no such file on the server: {path}")
-
-
 @router.post("", status_code=201, response_model=JobPublic, dependencies=[TokenDep])
 def create_job(
     body: JobCreate, session: SessionDep, settings: SettingsDep, response: Response
 ) -> JobPublic:
-    hyper = resolve_hyperparameters(body.preset, body.hyperparameters)
-    options = _validated_architecture(body)
-    _check_pretrained(hyper.pretrained_weights)
-    if repo.get_dataset(session=session, dataset_id=body.dataset_id) is None:
-        raise NotFound(f"dataset {body.dataset_id} not found", "dataset_id")
-    queue = queue_for_device(hyper.device)
-    group_id = str(uuid.uuid4()) if body.repeats > 1 else None
-    jobs = [
-        Job(
-            dataset_id=body.dataset_id,
-            architecture=body.architecture.name,
-            architecture_options=options,
-            hyperparameters=hyper.model_copy(update={"seed": hyper.seed + index}).model_dump(),
-            preset=body.preset or "reference",
-            queue=queue,
-            group_id=group_id,
-            repeat_index=index,
-        )
-        for index in range(body.repeats)
-    ]
+    jobs = create_jobs(session=session, request=body, canonical_options=models.canonical_options)
+    session.commit()
     # Commit first, then enqueue: a worker must always find the row its message names.
-    repo.add_jobs(session=session, jobs=jobs)
     for job in jobs:
-        send_training(settings, job.id, queue)
+        send_training(settings, job.id, job.queue)
     response.headers["Location"] = f"/jobs/{jobs[0].id}"
     return JobPublic.from_row(jobs[0])
 
