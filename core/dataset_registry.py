@@ -7,43 +7,53 @@ from __future__ import annotations
 
 import shutil
 import uuid
+import warnings
 from collections import Counter
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from sqlalchemy.orm import Session
 
 from core import repository as repo
 from core.archives import dataset_root, extract_zip
 from core.datasets import DatasetError, DatasetScan, SkippedFile, load_or_create_split, scan_dataset
+from core.images import ImageLimits
 from core.settings import Settings
 from core.tables import Dataset
 
 DEFAULT_VAL_FRACTION = 0.2
 DEFAULT_SPLIT_SEED = 0
+SKIPPED_KEPT = 20  # skipped files stored (and shown) per dataset; `skipped_count` says all
 
 
-def undecodable(scan: DatasetScan, max_pixels: int) -> list[SkippedFile]:
-    """Files that will be skipped: not decodable, or larger than the pixel limit."""
+def undecodable(scan: DatasetScan, limits: ImageLimits) -> list[SkippedFile]:
+    """Files that will be skipped: not decodable, or larger than the image limits."""
     skipped = []
     for relative in scan.files:
-        reason = _image_problem(scan.root / relative, max_pixels)
+        reason = _image_problem(scan.root / relative, limits)
         if reason is not None:
             skipped.append(SkippedFile(relative, reason))
     return skipped
 
 
-def _image_problem(path: Path, max_pixels: int) -> str | None:
+def _image_problem(path: Path, limits: ImageLimits) -> str | None:
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > max_pixels:
-                return f"{image.width}x{image.height} exceeds the {max_pixels}-pixel limit"
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        return f"cannot decode: {exc}"
-    except Image.DecompressionBombError as exc:
-        return f"decompression bomb: {exc}"
+        with warnings.catch_warnings():
+            # Pillow's own bomb check only warns below 2x its limit; ours is applied exactly.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if (problem := limits.problem(*image.size)) is not None:
+                    return problem
+                image.verify()
+    except Image.DecompressionBombError:
+        return "too many pixels (decompression bomb?)"
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt files
+        return f"cannot decode: {_short(str(exc) or type(exc).__name__)}"
     return None
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def class_counts(scan: DatasetScan, settings: Settings) -> dict[str, dict[str, int]]:
@@ -70,7 +80,12 @@ def register_folder(*, session: Session, settings: Settings, root: Path, name: s
     existing = repo.find_dataset(session=session, path=str(root), fingerprint=scan.fingerprint)
     if existing is not None:
         return existing
-    skipped = undecodable(scan, settings.max_image_pixels)
+    skipped = undecodable(scan, ImageLimits.of(settings))
+    if len(skipped) == len(scan.files):
+        raise DatasetError(
+            f"none of its {len(scan.files)} image files can be decoded (first: "
+            f"{skipped[0].path}: {skipped[0].reason})"
+        )
     dataset = Dataset(
         name=name,
         path=str(root),
@@ -78,7 +93,8 @@ def register_folder(*, session: Session, settings: Settings, root: Path, name: s
         fingerprint=scan.fingerprint,
         classes=list(scan.class_names),
         counts=class_counts(scan, settings),
-        skipped=[{"file": item.path, "reason": item.reason} for item in skipped],
+        # The first few only: every listing returns them, and a count says how many in all.
+        skipped=[{"file": item.path, "reason": item.reason} for item in skipped[:SKIPPED_KEPT]],
         num_images=len(scan.files) - len(skipped),
     )
     return repo.add_dataset(session=session, dataset=dataset)

@@ -21,10 +21,21 @@ class Settings(BaseSettings):
     datasets_root: Path | None = Field(
         None, description="server-side folders under this root may be registered as datasets"
     )
+    weights_root: Path | None = Field(
+        None, description="pretrained weights a job may name (by file name) live here"
+    )
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1)
     max_unpacked_bytes: int = Field(4 * 1024 * 1024 * 1024, ge=1)
     max_archive_files: int = Field(200_000, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1, description="larger images are refused")
+    max_image_side: int = Field(12_000, ge=1, description="wider or taller images are refused")
+    max_aspect_ratio: float = Field(
+        20.0, ge=1, description="longer side over shorter side; flatter images are refused"
+    )
+    max_request_pixels: int = Field(
+        100_000_000, ge=1, description="decoded pixels per predict request, all images together"
+    )
+    max_concurrent_decodes: int = Field(2, ge=1, description="requests decoding images at once")
     max_predict_files: int = Field(32, ge=1)
     max_predict_bytes: int = Field(20 * 1024 * 1024, ge=1, description="per predict request")
     heartbeat_seconds: float = Field(5.0, gt=0)
@@ -37,7 +48,7 @@ class Settings(BaseSettings):
     )
     predict_runners: int = Field(2, ge=1, description="forward passes that may run at once")
 
-    @field_validator("home", "datasets_root")
+    @field_validator("home", "datasets_root", "weights_root")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None

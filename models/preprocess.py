@@ -35,8 +35,15 @@ def decode_for_size(image: Image.Image, shorter_side: int) -> Image.Image:
     they see the same pixels.
     Other formats, and images already loaded, decode as they are.
     """
-    image.draft("RGB", (shorter_side, shorter_side))
+    draft_for_size(image, shorter_side)
     return upright_rgb(image)
+
+
+def draft_for_size(image: Image.Image, shorter_side: int) -> tuple[int, int]:
+    """Configure the decoder of an opened, not yet decoded image for the smallest JPEG scale
+    that keeps `shorter_side` pixels; returns the size it will decode to (call it once)."""
+    image.draft("RGB", (shorter_side, shorter_side))
+    return image.size
 
 
 def default_resize_size(image_size: int) -> int:

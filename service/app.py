@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from service.deps import TokenGate
 from service.errors import install_error_handlers
 from service.routes import architectures, compare, datasets, health, jobs, models, predict
 
@@ -15,6 +16,7 @@ def create_app() -> FastAPI:
         version="0.1.0",
     )
     install_error_handlers(app)
+    app.add_middleware(TokenGate, fastapi_app=app)
     for router in (health.router, architectures.router, datasets.router, jobs.router,
                    models.router, predict.router, compare.router, compare.jobs_router):
         app.include_router(router)

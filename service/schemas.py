@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.dataset_registry import SKIPPED_KEPT
 from core.job_factory import JobRequest
 from core.specs import ArchitectureSpec, EpochMetrics
 from core.tables import Dataset, Job, JobStatus
@@ -25,13 +26,29 @@ class DatasetPublic(BaseModel):
     classes: list[str]
     num_images: int
     counts: dict[str, Any] = Field(description="per class: total, train, val (default split)")
-    skipped: list[dict[str, Any]] = Field(description="files that could not be decoded")
+    skipped: list[dict[str, Any]] = Field(
+        description="the first files that could not be decoded ({file, reason})"
+    )
+    skipped_count: int = Field(description="how many files could not be decoded in all")
     fingerprint: str
     created_at: datetime
 
     @classmethod
     def from_row(cls, row: Dataset) -> DatasetPublic:
-        return cls.model_validate(row, from_attributes=True)
+        # Class totals count every image file found; num_images only the decodable ones.
+        found = sum(int(count.get("total", 0)) for count in row.counts.values())
+        return cls(
+            id=row.id,
+            name=row.name,
+            source=row.source,
+            classes=row.classes,
+            num_images=row.num_images,
+            counts=row.counts,
+            skipped=row.skipped[:SKIPPED_KEPT],
+            skipped_count=max(found - row.num_images, len(row.skipped)),
+            fingerprint=row.fingerprint,
+            created_at=row.created_at,
+        )
 
 
 class DatasetsPublic(BaseModel):

@@ -6,58 +6,63 @@ import shutil
 import tempfile
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from core import repository as repo
 from core.dataset_registry import register_archive, register_folder
-from core.errors import Conflict, Forbidden, NotFound, PayloadTooLarge
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.tables import Dataset
 from service.deps import SessionDep, SettingsDep, TokenDep
 from service.schemas import DatasetPublic, DatasetRegister, DatasetsPublic
+from service.uploads import receive_file
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"upload exceeds the {limit}-byte limit (FOODLAB_MAX_UPLOAD_BYTES)",
-                    "file")
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": ".zip of <class>/<image> folders",
+                        },
+                        "name": {"type": "string", "maxLength": 200},
+                    },
+                }
+            }
+        },
+    }
+}
 
 
-def _save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
-    """Copy the upload to disk, counting bytes: the client's Content-Length is not trusted."""
-    target = folder / "upload.zip"
-    written = 0
-    with target.open("wb") as sink:
-        while block := upload.file.read(1 << 20):
-            written += len(block)
-            if written > limit:
-                raise _too_large(limit)
-            sink.write(block)
-    return target
-
-
-@router.post("", status_code=201, response_model=DatasetPublic, dependencies=[TokenDep])
+@router.post("", status_code=201, response_model=DatasetPublic, dependencies=[TokenDep],
+             openapi_extra=UPLOAD_BODY)
 async def upload_dataset(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    response: Response,
-    file: Annotated[UploadFile, File(description=".zip of <class>/<image> folders")],
-    name: Annotated[str | None, Form(max_length=200)] = None,
+    request: Request, session: SessionDep, settings: SettingsDep, response: Response
 ) -> DatasetPublic:
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > settings.max_upload_bytes + 64 * 1024:
-        raise _too_large(settings.max_upload_bytes)
+    """Upload a .zip in ImageFolder layout (multipart field `file`, optional field `name`)."""
     settings.home.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=settings.home, prefix=".upload-"))
     try:
-        archive = await run_in_threadpool(_save_upload, file, staging, settings.max_upload_bytes)
+        received = await receive_file(
+            request, staging, field="file", limit=settings.max_upload_bytes
+        )
+        name = received.fields.get("name") or _stem(received.filename)
+        if len(name) > 200:
+            raise InvalidInput("name: at most 200 characters", "name")
         dataset = await run_in_threadpool(
-            partial(register_archive, session=session, settings=settings, archive=archive,
-                    name=name or _stem(file.filename))
+            partial(register_archive, session=session, settings=settings,
+                    archive=received.path, name=name)
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)

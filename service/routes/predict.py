@@ -27,8 +27,9 @@ from core.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from core.images import ImageLimits, decode_slots
 from core.settings import Settings
-from models.preprocess import decode_for_size
+from models.preprocess import draft_for_size, upright_rgb
 from service import serving
 from service.deps import SettingsDep
 from service.routes.models import DatasetQuery, ServingModelPublic
@@ -141,7 +142,8 @@ def _prepare(
 ) -> Prepared:
     """Decode, choose and load the model, preprocess: every blocking step, database included,
     on one worker thread (each hop to a thread costs CPU that forward passes could use)."""
-    opened = [open_image(upload, settings.max_image_pixels) for upload in uploads]
+    limits = ImageLimits.of(settings)
+    opened = [open_image(upload, limits) for upload in uploads]
     with closing(open_session(settings.database)) as session:
         # Resolved once per request: later promotions never change the model of this request.
         choice = serving.resolve_choice(session=session, job_id=job_id, dataset_id=dataset_id)
@@ -149,11 +151,15 @@ def _prepare(
     loaded = server.cache.get(choice.model)
     # The bundle's own preprocessing: image size and normalisation travel with the model.
     shorter_side = loaded.bundle.preprocessing["resize_size"]
-    images = [
-        decode_opened(upload, image, shorter_side)
-        for upload, image in zip(uploads, opened, strict=True)
-    ]
-    return Prepared(model, loaded, loaded.bundle.preprocess(images))
+    check_request_pixels(opened, shorter_side, settings.max_request_pixels)
+    # One full-size image at a time per request, and a bounded number of requests decoding:
+    # each image is cropped to the model's size before the next one is decoded.
+    with decode_slots(settings.max_concurrent_decodes):
+        pixels = [
+            loaded.bundle.preprocess([decode_opened(upload, image)])
+            for upload, image in zip(uploads, opened, strict=True)
+        ]
+    return Prepared(model, loaded, torch.cat(pixels))
 
 
 # ---------------------------------------------------------------- uploads
@@ -175,6 +181,8 @@ async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
         max_files=settings.max_predict_files,
         max_fields=16,
     )
+    # The body is capped at `limit`, so files stay in memory: nothing of a request touches disk.
+    parser.spool_max_size = limit + FRAMING_ALLOWANCE
     try:
         form = await parser.parse()
     except MultiPartException as exc:
@@ -229,8 +237,8 @@ def _too_large(size: int | None, limit: int) -> PayloadTooLarge:
 # ---------------------------------------------------------------- decoding
 
 
-def open_image(upload: Upload, max_pixels: int) -> Image.Image:
-    """The upload opened as JPEG, PNG or WebP, its pixel limit checked on the header alone
+def open_image(upload: Upload, limits: ImageLimits) -> Image.Image:
+    """The upload opened as JPEG, PNG or WebP, its size checked on the header alone
     (nothing is decoded yet)."""
     try:
         image = Image.open(io.BytesIO(upload.data), formats=FORMATS)
@@ -244,19 +252,30 @@ def open_image(upload: Upload, max_pixels: int) -> Image.Image:
         ) from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt data
         raise _corrupt(upload, exc) from None
-    width, height = image.size
-    if width * height > max_pixels:
-        raise BadRequest(
-            f"{upload.name}: {width}x{height} is {width * height} pixels; at most {max_pixels}",
-            FIELD,
-        )
+    problem = limits.problem(*image.size)
+    if problem is not None:
+        raise BadRequest(f"{upload.name}: {problem}", FIELD)
     return image
 
 
-def decode_opened(upload: Upload, image: Image.Image, shorter_side: int) -> Image.Image:
-    """RGB pixels, upright as the EXIF says, decoded no larger than the model needs."""
+def check_request_pixels(images: list[Image.Image], shorter_side: int, budget: int) -> None:
+    """413 when the request's images together decode to more than `budget` pixels, counted at
+    the scale each will decode at (JPEGs shrink in the decoder) before any is decoded."""
+    total = 0
+    for image in images:
+        width, height = draft_for_size(image, shorter_side)
+        total += width * height
+    if total > budget:
+        raise PayloadTooLarge(
+            f"the images of this request decode to {total} pixels; at most {budget} per request",
+            FIELD,
+        )
+
+
+def decode_opened(upload: Upload, image: Image.Image) -> Image.Image:
+    """RGB pixels, upright as the EXIF says, at the scale `check_request_pixels` chose."""
     try:
-        return decode_for_size(image, shorter_side)
+        return upright_rgb(image)
     except Exception as exc:  # noqa: BLE001 - as above, now that the pixels are decoded
         raise _corrupt(upload, exc) from None
 

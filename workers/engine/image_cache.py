@@ -29,7 +29,8 @@ import numpy as np
 from PIL import Image
 
 from core.datasets import DatasetScan, SkippedFile
-from core.settings import get_settings
+from core.images import ImageLimits
+from core.settings import Settings, get_settings
 from models.preprocess import decode_for_size, resize_shorter_and_center_crop
 
 # Bump when the stored pixels would change (decoder settings, resize function).
@@ -73,32 +74,35 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def decode_image(path: Path, resize: int, side: int, max_pixels: int) -> np.ndarray:
+def decode_image(path: Path, resize: int, side: int, limits: ImageLimits) -> np.ndarray:
     """One image as a (side, side, 3) uint8 square, by the serving code's own function."""
     with warnings.catch_warnings():
         # Pillow's own bomb check only warns below 2x its limit; we apply ours exactly.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as image:
-            if image.width * image.height > max_pixels:
-                raise ValueError(f"{image.width}x{image.height} exceeds {max_pixels} pixels")
+            if (problem := limits.problem(*image.size)) is not None:
+                raise ValueError(problem)
             square = resize_shorter_and_center_crop(decode_for_size(image, resize), resize, side)
     return np.asarray(square, dtype=np.uint8)
 
 
-def _decode_or_reason(path: Path, resize: int, side: int, max_pixels: int) -> np.ndarray | str:
+def _decode_or_reason(path: Path, resize: int, side: int, limits: ImageLimits) -> np.ndarray | str:
     try:
-        return decode_image(path, resize, side, max_pixels)
+        return decode_image(path, resize, side, limits)
     except Exception as exc:  # noqa: BLE001 - any undecodable file is skipped, never fatal
         return f"{type(exc).__name__}: {exc}"
 
 
-def _decode_threads() -> int:
-    # Pillow releases the GIL while decoding and resizing, so threads scale on real cores.
-    return max(1, min(8, len(os.sched_getaffinity(0))))
+def _decode_threads(settings: Settings) -> int:
+    # Pillow releases the GIL while decoding and resizing, so threads scale on real cores;
+    # no more of them than the API's per-request pixel budget holds full-size images.
+    by_memory = settings.max_request_pixels // settings.max_image_pixels
+    return max(1, min(8, len(os.sched_getaffinity(0)), by_memory))
 
 
 def _build(scan: DatasetScan, resize: int, side: int, folder: Path) -> None:
-    max_pixels = get_settings().max_image_pixels
+    settings = get_settings()
+    limits = ImageLimits.of(settings)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".build-"))
     try:
         images = np.lib.format.open_memmap(staging / "images.npy", mode="w+", dtype=np.uint8,
@@ -106,8 +110,8 @@ def _build(scan: DatasetScan, resize: int, side: int, folder: Path) -> None:
         decoded = np.zeros(len(scan.files), dtype=bool)
         skipped = []
         paths = [scan.root / relative for relative in scan.files]
-        with ThreadPoolExecutor(_decode_threads()) as pool:
-            results = pool.map(lambda p: _decode_or_reason(p, resize, side, max_pixels), paths)
+        with ThreadPoolExecutor(_decode_threads(settings)) as pool:
+            results = pool.map(lambda p: _decode_or_reason(p, resize, side, limits), paths)
             for row, (relative, result) in enumerate(zip(scan.files, results, strict=True)):
                 if isinstance(result, str):
                     skipped.append({"path": relative, "reason": result})
