@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import re
 import secrets
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Security
-from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
-from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.db import open_session
@@ -42,7 +40,9 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+BEARER = "bearerAuth"
 bearer_scheme = HTTPBearer(
+    scheme_name=BEARER,
     auto_error=False,
     description="one of FOODLAB_API_TOKENS; needed by every mutating endpoint once tokens are set",
 )
@@ -75,22 +75,21 @@ def require_token(
 TokenDep = Depends(require_token)
 
 
-def is_protected(dependant: Dependant) -> bool:
-    return any(
-        sub.call is require_token or is_protected(sub) for sub in dependant.dependencies
-    )
-
-
 class TokenGate:
     """ASGI middleware: a protected route's token is checked before its body is read, so an
-    unauthenticated client can neither fill the disk nor learn how its body would validate."""
+    unauthenticated client can neither fill the disk nor learn how its body would validate.
+
+    Protected operations are those the OpenAPI document marks with the bearer scheme (every
+    route depending on `require_token`), so the document and the gate cannot disagree.
+    """
 
     def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
         self.app = app
         self.fastapi_app = fastapi_app
+        self._protected_operations: list[tuple[str, re.Pattern[str]]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self._protected(scope):
+        if scope["type"] == "http" and self._protected(scope["method"], scope["path"]):
             headers = Headers(scope=scope)
             try:
                 check_token(await self._settings(), headers.get("authorization"))
@@ -101,15 +100,27 @@ class TokenGate:
                 return
         await self.app(scope, receive, send)
 
-    def _protected(self, scope: Scope) -> bool:
-        for route in self.fastapi_app.router.routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                return isinstance(route, APIRoute) and is_protected(route.dependant)
-        return False
+    def _protected(self, method: str, path: str) -> bool:
+        if self._protected_operations is None:
+            self._protected_operations = protected_operations(self.fastapi_app.openapi())
+        return any(
+            method == verb and pattern.fullmatch(path)
+            for verb, pattern in self._protected_operations
+        )
 
     async def _settings(self) -> Settings:
         # Tests swap the settings through the dependency overrides; honour them here too.
         provider = self.fastapi_app.dependency_overrides.get(current_settings, current_settings)
         settings = provider()
         return await settings if inspect.isawaitable(settings) else settings
+
+
+def protected_operations(openapi: dict[str, Any]) -> list[tuple[str, re.Pattern[str]]]:
+    """(METHOD, path pattern) of every operation that requires the bearer token."""
+    operations = []
+    for path, item in openapi.get("paths", {}).items():
+        pattern = re.compile(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)))
+        for method, operation in item.items():
+            if any(BEARER in requirement for requirement in operation.get("security", [])):
+                operations.append((method.upper(), pattern))
+    return operations

@@ -99,15 +99,19 @@ def test_large_photos_are_decoded_only_as_large_as_the_model_needs(
 ) -> None:
     catalog.job(catalog.dataset())
     decoded: list[tuple[int, int]] = []
-    real_decode = predict_route.decode_for_size
+    real_draft, real_decode = predict_route.draft_for_size, predict_route.upright_rgb
 
-    def spy(image: Image.Image, shorter_side: int) -> Image.Image:
-        result = real_decode(image, shorter_side)
-        decoded.append(result.size)
+    def draft_spy(image: Image.Image, shorter_side: int) -> tuple[int, int]:
         assert shorter_side == 36  # the bundle's resize size (32 px crops)
+        return real_draft(image, shorter_side)
+
+    def decode_spy(image: Image.Image) -> Image.Image:
+        result = real_decode(image)
+        decoded.append(result.size)
         return result
 
-    monkeypatch.setattr(predict_route, "decode_for_size", spy)
+    monkeypatch.setattr(predict_route, "draft_for_size", draft_spy)
+    monkeypatch.setattr(predict_route, "upright_rgb", decode_spy)
     response = client.post("/predict", files=upload(("big.jpg", image_bytes(size=(1600, 1200)))))
     assert response.status_code == 200, response.text
     assert decoded == [(200, 150)]  # libjpeg's 1/8 scale, not 1600x1200
