@@ -65,6 +65,7 @@ class LocalBackend:
                 request=plan.request(dataset_id, architecture),
                 canonical_options=models.canonical_options,
                 queue="local",
+                weights_root=self.settings.weights_root,
             )
             return [job.id for job in jobs]
 

@@ -70,13 +70,13 @@ def class_counts(scan: DatasetScan, settings: Settings) -> dict[str, dict[str, i
 
 
 def register_folder(*, session: Session, settings: Settings, root: Path, name: str,
-                    source: str) -> Dataset:
+                    source: str, confine_to: Path | None = None) -> Dataset:
     """Scan `root` (raises DatasetError when unusable) and store it as a dataset row.
 
     Registering an unchanged folder again returns its row, so that every job on the same
-    files compares as one dataset.
+    files compares as one dataset. With `confine_to`, links may not lead outside it.
     """
-    scan = scan_dataset(root)
+    scan = scan_dataset(root, confine_to)
     existing = repo.find_dataset(session=session, path=str(root), fingerprint=scan.fingerprint)
     if existing is not None:
         return existing
@@ -112,7 +112,7 @@ def register_archive(*, session: Session, settings: Settings, archive: Path,
     try:
         extract_zip(archive, folder, max_bytes=settings.max_unpacked_bytes,
                     max_files=settings.max_archive_files)
-        return register_folder(session=session, settings=settings,
+        return register_folder(session=session, settings=settings, confine_to=folder,
                                root=dataset_root(folder), name=name, source="upload")
     except DatasetError as exc:
         shutil.rmtree(folder, ignore_errors=True)

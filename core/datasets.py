@@ -71,16 +71,32 @@ def _visible(name: str) -> bool:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    found = []
+    found, seen = [], set()
     for parent, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if _visible(d))
+        seen.add(os.path.realpath(parent))
+        # A link back to a folder already walked would loop for ever: walk each folder once.
+        dirs[:] = sorted(d for d in dirs if _visible(d)
+                         and os.path.realpath(os.path.join(parent, d)) not in seen)
         found += [Path(parent, n) for n in sorted(names)
                   if _visible(n) and Path(n).suffix.lower() in IMAGE_EXTENSIONS]
     return found
 
 
-def scan_dataset(root: Path) -> DatasetScan:
-    """List the images of an ImageFolder tree; refuse fewer than 2 classes or an empty class."""
+def _check_confined(paths: list[Path], root: Path, confine_to: Path) -> None:
+    """Refuse a dataset whose links lead outside `confine_to` (the server's datasets root):
+    registering it would let a client read, and train on, any file of the server."""
+    boundary = confine_to.resolve()
+    for path in paths:
+        if not path.resolve().is_relative_to(boundary):
+            shown = path.relative_to(root).as_posix()
+            raise DatasetError(f"{shown} is a link that leads outside the datasets root")
+
+
+def scan_dataset(root: Path, confine_to: Path | None = None) -> DatasetScan:
+    """List the images of an ImageFolder tree; refuse fewer than 2 classes or an empty class.
+
+    With `confine_to`, every class folder and image must really lie under it (links included).
+    """
     if not root.is_dir():
         raise DatasetError("not a folder (expected <root>/<class>/<image>.jpg or a .zip)", root)
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p.name))
@@ -95,6 +111,8 @@ def scan_dataset(root: Path) -> DatasetScan:
         if not images:
             allowed = " ".join(sorted(IMAGE_EXTENSIONS))
             raise DatasetError(f"class folder has no images (extensions: {allowed})", class_dir)
+        if confine_to is not None:
+            _check_confined([class_dir, *images], root, confine_to)
         for image in images:
             relative = image.relative_to(root).as_posix()
             stat = image.stat()

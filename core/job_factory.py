@@ -15,10 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from core import repository as repo
-from core.errors import NotFound, SpecError, UserError, architecture_error
+from core.errors import NotFound, UserError, architecture_error
 from core.queue import queue_for_device
-from core.specs import ArchitectureSpec, Hyperparameters, resolve_hyperparameters
+from core.specs import ArchitectureSpec, Hyperparameters, RowId, resolve_hyperparameters
 from core.tables import Job
+from core.weights import check_weights
 
 DEFAULT_PRESET = "reference"
 
@@ -30,9 +31,10 @@ CanonicalOptions = Callable[[str, dict[str, Any]], dict[str, Any]]
 class JobRequest(BaseModel):
     """What a user asks for: one configuration on one dataset, `repeats` times."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON `true` is not a dataset id nor a repeat count.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    dataset_id: int = Field(..., ge=1)
+    dataset_id: RowId
     architecture: ArchitectureSpec
     preset: str | None = Field(None, description="reference or recommended; default reference")
     hyperparameters: dict[str, Any] = Field(
@@ -47,15 +49,17 @@ def create_jobs(
     request: JobRequest,
     canonical_options: CanonicalOptions,
     queue: str | None = None,
+    weights_root: Path | None = None,
 ) -> list[Job]:
     """Validate `request` and add its job rows (seeds seed..seed+repeats-1, one group id).
 
     Raises a UserError naming the first bad field. `queue` defaults to the one for the
-    requested device; the caller commits, then enqueues.
+    requested device; the caller commits, then enqueues. Pretrained weights are names of
+    files in `weights_root` (none allowed without it).
     """
     hyper = resolve_hyperparameters(request.preset, request.hyperparameters)
     options = _options(request.architecture, canonical_options)
-    _check_pretrained(hyper.pretrained_weights)
+    check_weights(hyper.model_dump(), request.architecture.options, weights_root)
     if repo.get_dataset(session=session, dataset_id=request.dataset_id) is None:
         raise NotFound(f"dataset {request.dataset_id} not found", "dataset_id")
     group_id = str(uuid.uuid4()) if request.repeats > 1 else None
@@ -88,8 +92,3 @@ def _options(spec: ArchitectureSpec, canonical_options: CanonicalOptions) -> dic
         # models.ModelConfigError (a ValueError with field and message; core cannot import it).
         field = getattr(exc, "field", "name")
         raise architecture_error(field, getattr(exc, "message", str(exc))) from None
-
-
-def _check_pretrained(path: str | None) -> None:
-    if path is not None and not Path(path).is_file():
-        raise SpecError("hyperparameters.pretrained_weights", f"no such file on the server: {path}")

@@ -7,13 +7,20 @@ also what the database stores and the API returns.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from annotated_types import Ge, Le
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import SpecError, from_validation_error
 
 __all__ = ["SpecError"]  # re-exported: the error of every spec check below
+
+# The largest integer a BIGINT (PostgreSQL) or INTEGER (SQLite) column holds: ids and offsets
+# beyond it are refused by validation (422), never sent to the database to overflow there.
+MAX_ROW_ID = 2**63 - 1
+RowId = Annotated[int, Ge(1), Le(MAX_ROW_ID)]
+RowOffset = Annotated[int, Ge(0), Le(MAX_ROW_ID)]
 
 Optimizer = Literal["sgd", "adam", "adamw"]
 Scheduler = Literal["none", "step", "cosine", "onecycle"]
@@ -24,7 +31,8 @@ Device = Literal["auto", "cpu", "cuda"]
 class Hyperparameters(BaseModel):
     """How to train. Defaults are the reference study's settings (see `PRESETS`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: `"epochs": true` or `"lr": "0.1"` is a mistake to report, not a value to coerce.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     epochs: int = Field(8, ge=1, le=1000)
     lr: float = Field(1e-3, gt=0, le=10, description="peak learning rate")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.dataset_registry import SKIPPED_KEPT
 from core.job_factory import JobRequest
@@ -15,8 +15,21 @@ from core.tables import Dataset, Job, JobStatus
 
 class DatasetRegister(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(..., description="folder under FOODLAB_DATASETS_ROOT, ImageFolder layout")
+    path: str = Field(
+        ...,
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[^\x00]*$",
+        description="folder under FOODLAB_DATASETS_ROOT, ImageFolder layout",
+    )
     name: str | None = Field(None, max_length=200)
+
+    @field_validator("path")
+    @classmethod
+    def _names_fit_the_filesystem(cls, path: str) -> str:
+        if any(len(part.encode()) > 255 for part in path.split("/")):
+            raise ValueError("a folder name is longer than 255 bytes")
+        return path
 
 
 class DatasetPublic(BaseModel):

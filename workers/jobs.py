@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from core import repository as repo
+from core.datasets import scan_dataset
 from core.db import session_scope
 from core.errors import UserError
 from core.queue import send_training
@@ -24,6 +25,8 @@ from core.settings import Settings
 from core.specs import ArchitectureSpec, EpochMetrics, Hyperparameters, TrainSpec
 from core.storage import job_dir
 from core.tables import JobStatus
+from core.weights import FIELDS as WEIGHT_FIELDS
+from core.weights import requested_weights, weights_path
 from models import ModelConfigError, build_model, measure_latency_ms
 from workers.engine import train
 from workers.engine.callbacks import BatchProgress, CheckpointEvent, RunInfo, TrainingCallback
@@ -158,8 +161,9 @@ def run_job(settings: Settings, job_id: int, device: str | None = None) -> JobSt
         assert job is not None  # claimed just now
         spec = job_spec(job.architecture, job.architecture_options, job.hyperparameters, device)
         data = Path(job.dataset.path)
+        confine_to = _confinement(settings, job.dataset.source, data)
     with Heartbeat(settings, job_id, me):
-        status, error, trace = _train(settings, job_id, spec, data)
+        status, error, trace = _train(settings, job_id, spec, data, confine_to)
     with session_scope(settings.database) as session:
         repo.finish_job(session=session, job_id=job_id, status=status, error=error, traceback=trace)
     return status
@@ -174,11 +178,38 @@ def job_spec(name: str, options: dict, hyperparameters: dict, device: str | None
     )
 
 
+def _confinement(settings: Settings, source: str, data: Path) -> Path | None:
+    """Where a dataset's files must really lie: an upload in its own folder, a registered
+    server folder under the datasets root (links inside it may not lead elsewhere)."""
+    if source == "upload":
+        return data
+    return settings.datasets_root
+
+
+def with_weight_files(spec: TrainSpec, weights_root: Path | None) -> TrainSpec:
+    """The spec with its pretrained-weights names replaced by the files they name under
+    FOODLAB_WEIGHTS_ROOT: the worker opens nothing else, whatever the row says."""
+    hyper, options = spec.hyperparameters, dict(spec.architecture.options)
+    asked = requested_weights(hyper.model_dump(), options)
+    if not asked:
+        return spec
+    paths = {field: str(weights_path(name, weights_root, field)) for field, name in asked.items()}
+    if WEIGHT_FIELDS[0] in paths:
+        hyper = hyper.model_copy(update={"pretrained_weights": paths[WEIGHT_FIELDS[0]]})
+    if WEIGHT_FIELDS[1] in paths:
+        options["pretrained_weights"] = paths[WEIGHT_FIELDS[1]]
+    architecture = ArchitectureSpec(name=spec.architecture.name, options=options)
+    return TrainSpec(architecture=architecture, hyperparameters=hyper)
+
+
 def _train(
-    settings: Settings, job_id: int, spec: TrainSpec, data: Path
+    settings: Settings, job_id: int, spec: TrainSpec, data: Path, confine_to: Path | None
 ) -> tuple[JobStatus, str | None, str | None]:
     out_dir = job_dir(settings.checkpoints_dir, job_id)
     try:
+        spec = with_weight_files(spec, settings.weights_root)
+        if confine_to is not None and data.is_dir():
+            scan_dataset(data, confine_to)  # refuses links leading outside; cheap (stats only)
         result = train(
             spec,
             data,

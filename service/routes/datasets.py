@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from core import repository as repo
 from core.dataset_registry import register_archive, register_folder
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from core.specs import RowId, RowOffset
 from core.tables import Dataset
 from service.deps import SessionDep, SettingsDep, TokenDep
 from service.schemas import DatasetPublic, DatasetRegister, DatasetsPublic
@@ -83,11 +84,14 @@ def register_server_folder(
     if root is None:
         raise Forbidden("registering server folders is disabled: set FOODLAB_DATASETS_ROOT",
                        "path")
-    folder = (root / body.path).resolve()
+    try:
+        folder = (root / body.path).resolve()
+    except (OSError, RuntimeError):  # a link loop, a name too long for the filesystem
+        raise InvalidInput("path: not a usable folder path", "path") from None
     if not folder.is_relative_to(root):
-        raise Forbidden(f"path must stay under the datasets root {root}", "path")
+        raise Forbidden("path must stay under the datasets root (FOODLAB_DATASETS_ROOT)", "path")
     dataset = register_folder(session=session, settings=settings, root=folder,
-                              name=body.name or folder.name, source="folder")
+                              name=body.name or folder.name, source="folder", confine_to=root)
     response.headers["Location"] = f"/datasets/{dataset.id}"
     return DatasetPublic.from_row(dataset)
 
@@ -95,14 +99,14 @@ def register_server_folder(
 @router.get("", response_model=DatasetsPublic)
 def list_datasets(
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: RowOffset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DatasetsPublic:
     rows, total = repo.list_datasets(session=session, offset=offset, limit=limit)
     return DatasetsPublic(data=[DatasetPublic.from_row(row) for row in rows], count=total)
 
 
-def load_dataset(session: SessionDep, dataset_id: int) -> Dataset:
+def load_dataset(session: SessionDep, dataset_id: RowId) -> Dataset:
     dataset = repo.get_dataset(session=session, dataset_id=dataset_id)
     if dataset is None:
         raise NotFound(f"dataset {dataset_id} not found", "dataset_id")
@@ -110,12 +114,12 @@ def load_dataset(session: SessionDep, dataset_id: int) -> Dataset:
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic)
-def get_dataset(dataset_id: int, session: SessionDep) -> DatasetPublic:
+def get_dataset(dataset_id: RowId, session: SessionDep) -> DatasetPublic:
     return DatasetPublic.from_row(load_dataset(session, dataset_id))
 
 
 @router.delete("/{dataset_id}", status_code=204, dependencies=[TokenDep])
-def delete_dataset(dataset_id: int, session: SessionDep, settings: SettingsDep) -> Response:
+def delete_dataset(dataset_id: RowId, session: SessionDep, settings: SettingsDep) -> Response:
     """Forget a dataset with no jobs; an uploaded one's files go too, a registered folder stays."""
     dataset = load_dataset(session, dataset_id)
     if dataset.jobs:

@@ -14,6 +14,7 @@ from core import repository as repo
 from core.errors import Conflict, NotFound
 from core.job_factory import create_jobs
 from core.queue import send_training
+from core.specs import RowId, RowOffset
 from core.storage import job_dir, remove_tree
 from core.tables import Job, JobStatus
 from service.deps import SessionDep, SettingsDep, TokenDep
@@ -29,7 +30,7 @@ from service.schemas import (
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-def load_job(session: SessionDep, job_id: int) -> Job:
+def load_job(session: SessionDep, job_id: RowId) -> Job:
     job = repo.get_job(session=session, job_id=job_id)
     if job is None:
         raise NotFound(f"job {job_id} not found", "job_id")
@@ -40,7 +41,8 @@ def load_job(session: SessionDep, job_id: int) -> Job:
 def create_job(
     body: JobCreate, session: SessionDep, settings: SettingsDep, response: Response
 ) -> JobPublic:
-    jobs = create_jobs(session=session, request=body, canonical_options=models.canonical_options)
+    jobs = create_jobs(session=session, request=body, canonical_options=models.canonical_options,
+                       weights_root=settings.weights_root)
     session.commit()
     # Commit first, then enqueue: a worker must always find the row its message names.
     for job in jobs:
@@ -54,9 +56,9 @@ def list_jobs(
     session: SessionDep,
     status: JobStatus | None = None,
     architecture: str | None = None,
-    dataset_id: int | None = None,
+    dataset_id: RowId | None = None,
     group_id: str | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: RowOffset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobsPublic:
     rows, total = repo.list_jobs(
@@ -72,13 +74,13 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: int, session: SessionDep) -> JobPublic:
+def get_job(job_id: RowId, session: SessionDep) -> JobPublic:
     return JobPublic.from_row(load_job(session, job_id))
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic)
 def get_metrics(
-    job_id: int, session: SessionDep, format: Literal["json", "csv"] = "json"
+    job_id: RowId, session: SessionDep, format: Literal["json", "csv"] = "json"
 ) -> MetricsPublic | PlainTextResponse:
     load_job(session, job_id)
     rows = [
@@ -105,7 +107,7 @@ def metrics_csv(rows: list[EpochMetricPublic]) -> str:
 
 
 @router.get("/{job_id}/checkpoints", response_model=list[CheckpointPublic])
-def get_checkpoints(job_id: int, session: SessionDep) -> list[CheckpointPublic]:
+def get_checkpoints(job_id: RowId, session: SessionDep) -> list[CheckpointPublic]:
     load_job(session, job_id)
     return [
         CheckpointPublic.model_validate(row)
@@ -114,7 +116,7 @@ def get_checkpoints(job_id: int, session: SessionDep) -> list[CheckpointPublic]:
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, dependencies=[TokenDep])
-def cancel_job(job_id: int, session: SessionDep) -> JobPublic:
+def cancel_job(job_id: RowId, session: SessionDep) -> JobPublic:
     job = load_job(session, job_id)
     if job.status.finished:
         raise Conflict(f"job {job_id} is already {job.status.value}", "job_id")
@@ -122,7 +124,7 @@ def cancel_job(job_id: int, session: SessionDep) -> JobPublic:
 
 
 @router.delete("/{job_id}", status_code=204, dependencies=[TokenDep])
-def delete_job(job_id: int, session: SessionDep, settings: SettingsDep) -> Response:
+def delete_job(job_id: RowId, session: SessionDep, settings: SettingsDep) -> Response:
     job = load_job(session, job_id)
     if not job.status.finished:
         raise Conflict(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from core.specs import ArchitectureSpec
+from core.specs import ArchitectureSpec, RowId
 from service import serving
 from service.deps import SessionDep, TokenDep
 from service.serving import ModelServerDep
@@ -72,15 +72,15 @@ class ServingModelPublic(ModelPublic):
 
 
 DatasetQuery = Annotated[
-    int | None,
-    Query(ge=1, description="default: the dataset of the most recently finished servable job"),
+    RowId | None,
+    Query(description="default: the dataset of the most recently finished servable job"),
 ]
 
 
 @router.get("", response_model=ModelsPublic)
 def list_models(
     session: SessionDep,
-    dataset_id: Annotated[int | None, Query(ge=1, description="default: every dataset")] = None,
+    dataset_id: Annotated[RowId | None, Query(description="default: every dataset")] = None,
 ) -> ModelsPublic:
     """Succeeded jobs with an inference bundle, per dataset best first."""
     serving_ids = serving.serving_job_ids(session=session)
@@ -97,14 +97,14 @@ def get_serving(session: SessionDep, dataset_id: DatasetQuery = None) -> Serving
 
 
 @router.post("/{job_id}/promote", response_model=ModelPublic, dependencies=[TokenDep])
-async def promote(job_id: int, session: SessionDep, server: ModelServerDep) -> ModelPublic:
+async def promote(job_id: RowId, session: SessionDep, server: ModelServerDep) -> ModelPublic:
     """Serve this job for its dataset from the next request on, whatever its accuracy."""
     model = await anyio.to_thread.run_sync(_load_and_promote, session, server, job_id)
     return ModelPublic.from_model(model, serving=True)
 
 
 @router.delete("/{job_id}/promote", status_code=204, dependencies=[TokenDep])
-def unpromote(job_id: int, session: SessionDep) -> Response:
+def unpromote(job_id: RowId, session: SessionDep) -> Response:
     """Return the job's dataset to automatic selection (idempotent)."""
     job = serving.require_job(session=session, job_id=job_id)
     if job.promoted_at is not None:

@@ -29,6 +29,7 @@ from core.errors import (
 )
 from core.images import ImageLimits, decode_slots
 from core.settings import Settings
+from core.specs import RowId
 from models.preprocess import draft_for_size, upright_rgb
 from service import serving
 from service.deps import SettingsDep
@@ -94,7 +95,7 @@ async def predict(
     settings: SettingsDep,
     server: ModelServerDep,
     top_k: Annotated[int, Query(ge=1, le=1000, description="capped at the class count")] = 3,
-    job_id: Annotated[int | None, Query(ge=1, description="default: the serving model")] = None,
+    job_id: Annotated[RowId | None, Query(description="default: the serving model")] = None,
     dataset_id: DatasetQuery = None,
 ) -> PredictionsPublic:
     """Top-k classes of each uploaded image (multipart field `file`, repeatable)."""
