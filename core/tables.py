@@ -61,10 +61,17 @@ class JobStatus(enum.StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    pruned = "pruned"  # a search trial its pruner stopped; epochs and checkpoints are kept
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+        return self is not JobStatus.queued and self is not JobStatus.running
+
+
+class SearchStatus(enum.StrEnum):
+    running = "running"
+    succeeded = "succeeded"  # every trial finished
+    cancelled = "cancelled"
 
 
 class Dataset(Base):
@@ -88,6 +95,10 @@ class Dataset(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
+    # One job per trial: a retried or resumed trial stays the same job.
+    __table_args__ = (
+        UniqueConstraint("search_id", "trial_number", name="uq_jobs_search_trial"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
@@ -101,6 +112,10 @@ class Job(Base):
     queue: Mapped[str] = mapped_column(String(50), default="cpu")
     group_id: Mapped[str | None] = mapped_column(String(36), index=True, doc="repeats share it")
     repeat_index: Mapped[int] = mapped_column(default=0)
+    search_id: Mapped[int | None] = mapped_column(
+        ForeignKey("searches.id", ondelete="CASCADE"), index=True, doc="a search's trial"
+    )
+    trial_number: Mapped[int | None] = mapped_column(doc="the Optuna trial this job runs")
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
@@ -136,12 +151,48 @@ class Job(Base):
     error_traceback: Mapped[str | None] = mapped_column(Text)
 
     dataset: Mapped[Dataset] = relationship(back_populates="jobs")
+    search: Mapped[Search | None] = relationship(back_populates="trials")
     metrics: Mapped[list[EpochMetric]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="EpochMetric.epoch"
     )
     checkpoints: Mapped[list[Checkpoint]] = relationship(
         back_populates="job", cascade="all, delete-orphan"
     )
+
+
+class Search(Base):
+    """A hyperparameter search: an Optuna study whose trials are jobs (see core/search.py)."""
+
+    __tablename__ = "searches"
+    __table_args__ = (UniqueConstraint("study_name", name="uq_searches_study_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(100), doc="the Optuna study's name")
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    status: Mapped[SearchStatus] = mapped_column(
+        Enum(SearchStatus, native_enum=False, length=20), default=SearchStatus.running
+    )
+    architecture: Mapped[str] = mapped_column(String(100))
+    architecture_options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    preset: Mapped[str] = mapped_column(String(50))
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, doc="every hyperparameter not searched, resolved from preset and fixed"
+    )
+    space: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    n_trials: Mapped[int]
+    max_parallel: Mapped[int]
+    objective: Mapped[str] = mapped_column(String(20))
+    pruner: Mapped[str] = mapped_column(String(30))
+    sampler: Mapped[str] = mapped_column(String(20))
+    seed: Mapped[int | None]
+    queue: Mapped[str] = mapped_column(String(50), default="cpu")
+    group_id: Mapped[str] = mapped_column(String(36), doc="every trial's job group")
+    trials_created: Mapped[int] = mapped_column(default=0, doc="compare-and-set counter")
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    trials: Mapped[list[Job]] = relationship(back_populates="search", order_by="Job.trial_number")
 
 
 class EpochMetric(Base):
