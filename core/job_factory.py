@@ -50,19 +50,25 @@ def create_jobs(
     canonical_options: CanonicalOptions,
     queue: str | None = None,
     weights_root: Path | None = None,
+    group_id: str | None = None,
+    search_id: int | None = None,
+    trial_number: int | None = None,
 ) -> list[Job]:
     """Validate `request` and add its job rows (seeds seed..seed+repeats-1, one group id).
 
     Raises a UserError naming the first bad field. `queue` defaults to the one for the
     requested device; the caller commits, then enqueues. Pretrained weights are names of
     files in `weights_root` (none allowed without it).
+    files in `weights_root` (none allowed without it). A search's trial passes its search,
+    trial number and the search's group.
     """
     hyper = resolve_hyperparameters(request.preset, request.hyperparameters)
-    options = _options(request.architecture, canonical_options)
+    options = validated_options(request.architecture, canonical_options)
     check_weights(hyper.model_dump(), request.architecture.options, weights_root)
     if repo.get_dataset(session=session, dataset_id=request.dataset_id) is None:
         raise NotFound(f"dataset {request.dataset_id} not found", "dataset_id")
-    group_id = str(uuid.uuid4()) if request.repeats > 1 else None
+    if group_id is None and request.repeats > 1:
+        group_id = str(uuid.uuid4())
     jobs = [
         Job(
             dataset_id=request.dataset_id,
@@ -73,6 +79,8 @@ def create_jobs(
             queue=queue or queue_for_device(hyper.device),
             group_id=group_id,
             repeat_index=index,
+            search_id=search_id,
+            trial_number=trial_number,
         )
         for index in range(request.repeats)
     ]
@@ -83,7 +91,9 @@ def _repeat(hyper: Hyperparameters, index: int) -> Hyperparameters:
     return hyper.model_copy(update={"seed": hyper.seed + index})
 
 
-def _options(spec: ArchitectureSpec, canonical_options: CanonicalOptions) -> dict[str, Any]:
+def validated_options(spec: ArchitectureSpec, canonical_options: CanonicalOptions
+                      ) -> dict[str, Any]:
+    """The architecture's options as stored: validated, only what differs from its preset."""
     try:
         return canonical_options(spec.name, spec.options)
     except UserError:

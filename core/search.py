@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from core import repository as repo
 from core.db import get_engine, session_scope
 from core.errors import Conflict, NotFound, UserError
-from core.job_factory import CanonicalOptions, JobRequest, create_jobs
+from core.job_factory import CanonicalOptions, JobRequest, create_jobs, validated_options
 from core.queue import queue_for_device
 from core.search_spec import SearchRequest, fixed_hyperparameters, normalised_space
 from core.search_spec import sampled_hyperparameters as sampled
@@ -121,7 +121,7 @@ def objective_value(objective: str, val_accuracy: float, val_loss: float) -> flo
     return val_loss if objective == "val_loss" else val_accuracy
 
 
-# --- creating, filling, finishing, cancelling ------------------------------------------------------
+# --- creating, filling, finishing, cancelling ---------------------------------------------
 
 
 def create_search(*, session: Session, database_url: str, request: SearchRequest,
@@ -130,7 +130,7 @@ def create_search(*, session: Session, database_url: str, request: SearchRequest
     then calls `fill_search`). Raises a UserError naming the first bad field."""
     fixed = fixed_hyperparameters(request)
     space = normalised_space(request, fixed)
-    options = canonical_options(request.architecture.name, request.architecture.options)
+    options = validated_options(request.architecture, canonical_options)
     if repo.get_dataset(session=session, dataset_id=request.dataset_id) is None:
         raise NotFound(f"dataset {request.dataset_id} not found", "dataset_id")
     # SQLite takes one writer at a time: trials run one after another, as Optuna advises.

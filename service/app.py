@@ -6,7 +6,16 @@ from fastapi import FastAPI
 
 from service.deps import TokenGate
 from service.errors import install_error_handlers
-from service.routes import architectures, compare, datasets, health, jobs, models, predict
+from service.routes import (
+    architectures,
+    compare,
+    datasets,
+    health,
+    jobs,
+    models,
+    predict,
+    searches,
+)
 
 
 def create_app() -> FastAPI:
@@ -18,7 +27,8 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(TokenGate, fastapi_app=app)
     for router in (health.router, architectures.router, datasets.router, jobs.router,
-                   models.router, predict.router, compare.router, compare.jobs_router):
+                   models.router, predict.router, compare.router, compare.jobs_router,
+                   searches.router):
         app.include_router(router)
     return app
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from core.dataset_registry import SKIPPED_KEPT
 from core.job_factory import JobRequest
 from core.specs import ArchitectureSpec, EpochMetrics
-from core.tables import Dataset, Job, JobStatus
+from core.tables import Dataset, Job, JobStatus, Search, SearchStatus
 
 
 class DatasetRegister(BaseModel):
@@ -208,4 +208,56 @@ class ArchitecturePublic(BaseModel):
 
 class ArchitecturesPublic(BaseModel):
     data: list[ArchitecturePublic]
+    count: int
+
+
+class TrialPublic(BaseModel):
+    number: int
+    job_id: int | None = Field(description="None for a sampled combination the schema refused")
+    job_status: JobStatus | None
+    params: dict[str, Any]
+    state: str = Field(description="Optuna's: running, complete, pruned, fail")
+    value: float | None = Field(description="the objective (pruned: the last reported value)")
+    epochs_run: int
+    test_accuracy: float | None
+
+
+class SearchPublic(BaseModel):
+    id: int
+    study_name: str = Field(description="the Optuna study (optuna-dashboard shows it too)")
+    dataset_id: int
+    status: SearchStatus
+    architecture: ArchitectureSpec
+    preset: str
+    hyperparameters: dict[str, Any] = Field(description="everything not searched")
+    space: dict[str, Any]
+    n_trials: int
+    max_parallel: int
+    objective: str
+    direction: str
+    pruner: str
+    sampler: str
+    seed: int | None
+    group_id: str
+    trials_created: int
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, search: Search) -> SearchPublic:
+        fields = {name: getattr(search, name) for name in cls.model_fields
+                  if name not in ("architecture", "direction")}
+        return cls(**fields, direction="minimize" if search.objective == "val_loss" else "maximize",
+                   architecture=ArchitectureSpec(name=search.architecture,
+                                                 options=search.architecture_options))
+
+
+class SearchDetail(SearchPublic):
+    trials: list[TrialPublic]
+    best_trial: TrialPublic | None
+    importances: dict[str, float] = Field(description="fANOVA, once two complete trials differ")
+
+
+class SearchesPublic(BaseModel):
+    data: list[SearchPublic]
     count: int

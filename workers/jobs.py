@@ -30,6 +30,7 @@ from core.weights import requested_weights, weights_path
 from models import ModelConfigError, build_model, measure_latency_ms
 from workers.engine import train
 from workers.engine.callbacks import BatchProgress, CheckpointEvent, RunInfo, TrainingCallback
+from workers.trials import TrialReporter, finish_trial
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +163,16 @@ def run_job(settings: Settings, job_id: int, device: str | None = None) -> JobSt
         spec = job_spec(job.architecture, job.architecture_options, job.hyperparameters, device)
         data = Path(job.dataset.path)
         confine_to = _confinement(settings, job.dataset.source, data)
+        trial = TrialReporter(settings, job) if job.search_id is not None else None
     with Heartbeat(settings, job_id, me):
-        status, error, trace = _train(settings, job_id, spec, data, confine_to)
+        status, error, trace = _train(settings, job_id, spec, data, confine_to,
+                                      [trial] if trial else [])
+    if trial is not None and trial.pruned and status == JobStatus.cancelled:
+        status = JobStatus.pruned
     with session_scope(settings.database) as session:
         repo.finish_job(session=session, job_id=job_id, status=status, error=error, traceback=trace)
+    if trial is not None:
+        finish_trial(settings, job_id)
     return status
 
 
@@ -203,7 +210,8 @@ def with_weight_files(spec: TrainSpec, weights_root: Path | None) -> TrainSpec:
 
 
 def _train(
-    settings: Settings, job_id: int, spec: TrainSpec, data: Path, confine_to: Path | None
+    settings: Settings, job_id: int, spec: TrainSpec, data: Path, confine_to: Path | None,
+    extra_callbacks: list[TrainingCallback],
 ) -> tuple[JobStatus, str | None, str | None]:
     out_dir = job_dir(settings.checkpoints_dir, job_id)
     try:
@@ -214,7 +222,7 @@ def _train(
             spec,
             data,
             out_dir,
-            callbacks=[DatabaseCallback(settings, job_id)],
+            callbacks=[DatabaseCallback(settings, job_id), *extra_callbacks],
             cache_dir=settings.cache_dir,
         )
     except USER_ERRORS as exc:

@@ -4,7 +4,7 @@ Optuna's own tables are not here: Optuna creates and migrates them itself, in a 
 file) of their own; see core/search.py.
 
 Revision ID: 0005_searches
-Revises: 0004_test_split
+Revises: 0002_canonical_options
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_searches"
-down_revision: str | None = "0004_test_split"
+down_revision: str | None = "0002_canonical_options"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,72 @@
+"""Hyperparameter searches: create (committed, then its first trials enqueued), list, inspect
+with trials, best trial and importances, plots, cancel. The search itself is core/search.py."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import func, select
+
+import models
+from core import search as searches
+from core.errors import NotFound
+from core.queue import send_training
+from core.search_spec import SearchRequest
+from core.tables import Search
+from service.deps import SessionDep, SettingsDep, TokenDep
+from service.schemas import SearchDetail, SearchesPublic, SearchPublic
+
+router = APIRouter(prefix="/searches", tags=["searches"])
+
+
+def load_search(session: SessionDep, search_id: int) -> Search:
+    search = session.get(Search, search_id)
+    if search is None:
+        raise NotFound(f"search {search_id} not found", "search_id")
+    return search
+
+
+@router.post("", status_code=201, response_model=SearchPublic, dependencies=[TokenDep])
+def create_search(body: SearchRequest, session: SessionDep, settings: SettingsDep,
+                  response: Response) -> SearchPublic:
+    search = searches.create_search(session=session, database_url=settings.database,
+                                    request=body, canonical_options=models.canonical_options)
+    session.commit()
+    searches.fill_search(settings.database, search.id, models.canonical_options,
+                         lambda job_id, queue: send_training(settings, job_id, queue))
+    session.refresh(search)
+    response.headers["Location"] = f"/searches/{search.id}"
+    return SearchPublic.from_row(search)
+
+
+@router.get("", response_model=SearchesPublic)
+def list_searches(session: SessionDep, offset: Annotated[int, Query(ge=0)] = 0,
+                  limit: Annotated[int, Query(ge=1, le=500)] = 50) -> SearchesPublic:
+    total = session.scalar(select(func.count()).select_from(Search)) or 0
+    rows = session.scalars(select(Search).order_by(Search.id.desc()).offset(offset).limit(limit))
+    return SearchesPublic(data=[SearchPublic.from_row(row) for row in rows], count=total)
+
+
+@router.get("/{search_id}", response_model=SearchDetail)
+def get_search(search_id: int, session: SessionDep, settings: SettingsDep) -> SearchDetail:
+    search = load_search(session, search_id)
+    summary = searches.search_summary(session=session, database_url=settings.database,
+                                      search=search)
+    return SearchDetail(**SearchPublic.from_row(search).model_dump(), **summary)
+
+
+@router.get("/{search_id}/{kind}.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}})
+def search_plot(search_id: int, kind: Literal["history", "parallel", "importances"],
+                session: SessionDep, settings: SettingsDep) -> Response:
+    """Optimisation history, parallel coordinates or parameter importances (Optuna's plots)."""
+    png = searches.search_plot(settings.database, load_search(session, search_id), kind)
+    return Response(png, media_type="image/png")
+
+
+@router.post("/{search_id}/cancel", response_model=SearchPublic, dependencies=[TokenDep])
+def cancel_search(search_id: int, session: SessionDep, settings: SettingsDep) -> SearchPublic:
+    search = searches.cancel_search(session=session, database_url=settings.database,
+                                    search=load_search(session, search_id))
+    return SearchPublic.from_row(search)
