@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from core import repository as repo
 from core.errors import SpecError
-from core.specs import EpochMetrics
+from core.specs import EpochMetrics, JobRunInfo
 from core.tables import EpochMetric, Job
 
 # Fields of a row that get a mean ± std over repeats and a delta to the baseline.
@@ -70,7 +70,7 @@ class JobRecord(BaseModel):
     num_parameters: int | None = None
     gflops: float | None = None
     device: str | None = None
-    run_info: dict[str, Any] = Field(default_factory=dict)
+    run_info: JobRunInfo = Field(default_factory=JobRunInfo)
     epochs: list[EpochMetrics] = Field(default_factory=list)
     preset_options: dict[str, Any] = Field(
         default_factory=dict,
@@ -94,7 +94,7 @@ class JobRecord(BaseModel):
             num_parameters=job.num_parameters,
             gflops=job.gflops,
             device=job.device,
-            run_info=job.run_info or {},
+            run_info=job.run_details,
             epochs=[EpochMetrics.model_validate(row, from_attributes=True) for row in metrics],
             preset_options=preset_options or {},
         )
@@ -263,8 +263,8 @@ def make_row(record: JobRecord, label: str) -> ComparisonRow:
         gflops=record.gflops,
         mean_epoch_seconds=_mean(m.epoch_seconds for m in epochs),
         train_images_per_second=_mean(m.train_images_per_second for m in epochs),
-        inference_ms=record.run_info.get("inference_ms"),
-        val_size=record.run_info.get("val_size"),
+        inference_ms=record.run_info.inference_ms,
+        val_size=record.run_info.val_size,
     )
 
 

@@ -1,6 +1,10 @@
 """Data access: small functions that take the session as a keyword argument and do one thing.
 
 Both the API and the workers write through these, so each resource has one write path.
+They flush, never commit: the caller (a request, a task step, a CLI command) owns the unit of
+work and commits it, so several writes succeed or fail together. Compare-and-set functions
+(`claim_job`, `heartbeat`, `requeue_if_stale`) take their row lock at once; their callers
+commit right after, so that no other worker waits on it.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.specs import EpochMetrics, TestMetrics
+from core.specs import EpochMetrics, JobRunInfo, TestMetrics
 from core.tables import Checkpoint, Dataset, EpochMetric, Job, JobStatus, utcnow
 
 
@@ -29,7 +33,7 @@ def list_datasets(
 
 def add_dataset(*, session: Session, dataset: Dataset) -> Dataset:
     session.add(dataset)
-    session.commit()
+    session.flush()
     return dataset
 
 
@@ -40,7 +44,7 @@ def find_dataset(*, session: Session, path: str, fingerprint: str) -> Dataset | 
 
 def delete_dataset(*, session: Session, dataset: Dataset) -> None:
     session.delete(dataset)
-    session.commit()
+    session.flush()
 
 
 def get_job(*, session: Session, job_id: int) -> Job | None:
@@ -73,7 +77,7 @@ def list_jobs(
 
 def add_jobs(*, session: Session, jobs: list[Job]) -> list[Job]:
     session.add_all(jobs)
-    session.commit()
+    session.flush()
     return jobs
 
 
@@ -106,7 +110,7 @@ def claim_job(*, session: Session, job_id: int, worker: str, stale_after: float)
         )
         .execution_options(synchronize_session=False)
     )
-    session.commit()
+    session.flush()
     return result.rowcount == 1
 
 
@@ -118,7 +122,7 @@ def heartbeat(*, session: Session, job_id: int, worker: str) -> bool:
         .values(heartbeat_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    session.commit()
+    session.flush()
     return result.rowcount == 1
 
 
@@ -139,18 +143,75 @@ def requeue_if_stale(*, session: Session, job_id: int, stale_after: float) -> bo
         .values(status=JobStatus.queued, worker=None)
         .execution_options(synchronize_session=False)
     )
-    session.commit()
+    session.flush()
     return result.rowcount == 1
 
 
-def update_job(*, session: Session, job_id: int, **values: Any) -> None:
+def _set_job_columns(session: Session, job_id: int, **values: Any) -> None:
+    # Private on purpose: callers use the named functions below, which say what changed.
     session.execute(
         update(Job)
         .where(Job.id == job_id)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    session.commit()
+    session.flush()
+
+
+def record_run_start(
+    *,
+    session: Session,
+    job_id: int,
+    device: str,
+    num_parameters: int,
+    gflops: float,
+    run_info: JobRunInfo,
+) -> None:
+    """What the engine knows once data and model are ready: device, size, split, skipped files."""
+    _set_job_columns(
+        session,
+        job_id,
+        device=device,
+        num_parameters=num_parameters,
+        gflops=gflops,
+        run_info=run_info.stored(),
+    )
+
+
+def record_progress(
+    *,
+    session: Session,
+    job_id: int,
+    epoch: int,
+    batch: int,
+    total_batches: int,
+    percent: float,
+    eta_seconds: float | None,
+) -> None:
+    _set_job_columns(
+        session,
+        job_id,
+        progress_epoch=epoch,
+        progress_batch=batch,
+        progress_total_batches=total_batches,
+        progress_percent=percent,
+        eta_seconds=eta_seconds,
+    )
+
+
+def record_inference_latency(
+    *, session: Session, job_id: int, inference_ms: float, device: str, threads: int
+) -> None:
+    """Kept in run_info beside what the run recorded, for comparisons."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return
+    info = job.run_details.model_copy(
+        update={"inference_ms": inference_ms, "inference_device": device,
+                "inference_threads": threads}
+    )
+    job.run_info = info.stored()
+    session.flush()
 
 
 def finish_job(
@@ -162,9 +223,9 @@ def finish_job(
     traceback: str | None = None,
 ) -> None:
     done = {"progress_percent": 100.0} if status == JobStatus.succeeded else {}
-    update_job(
-        session=session,
-        job_id=job_id,
+    _set_job_columns(
+        session,
+        job_id,
         status=status,
         finished_at=utcnow(),
         error_message=error,
@@ -180,7 +241,7 @@ def request_cancel(*, session: Session, job: Job) -> Job:
         job.status = JobStatus.cancelled
         job.finished_at = utcnow()
     job.cancel_requested = True
-    session.commit()
+    session.flush()
     return job
 
 
@@ -213,12 +274,13 @@ def upsert_metric(*, session: Session, job_id: int, metrics: EpochMetrics) -> No
             job.best_val_loss = metrics.val_loss
             if metrics.best_details is not None:
                 job.best_details = metrics.best_details.model_dump()
-    session.commit()
+    session.flush()
 
 
 def record_test_metrics(*, session: Session, job_id: int, metrics: TestMetrics) -> None:
-    update_job(session=session, job_id=job_id, test_accuracy=metrics.accuracy,
-               test_metrics=metrics.model_dump())
+    _set_job_columns(
+        session, job_id, test_accuracy=metrics.accuracy, test_metrics=metrics.model_dump()
+    )
 
 
 def upsert_checkpoint(
@@ -239,7 +301,7 @@ def upsert_checkpoint(
         session.add(row)
     row.epoch, row.path, row.size_bytes, row.sha256 = epoch, path, size_bytes, sha256
     row.created_at = utcnow()
-    session.commit()
+    session.flush()
 
 
 def job_metrics(*, session: Session, job_id: int) -> list[EpochMetric]:
@@ -258,9 +320,28 @@ def job_checkpoints(*, session: Session, job_id: int) -> list[Checkpoint]:
     )
 
 
+def promote_job(*, session: Session, job: Job) -> None:
+    """Make `job` its dataset's serving model; the previously promoted one is un-promoted."""
+    # Clear every other row of the dataset (not only promoted ones) so that a concurrent
+    # promotion waits on our row locks instead of leaving two promoted jobs behind.
+    session.execute(
+        update(Job)
+        .where(Job.dataset_id == job.dataset_id, Job.id != job.id)
+        .values(promoted_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    job.promoted_at = utcnow()
+    session.flush()
+
+
+def unpromote_job(*, session: Session, job: Job) -> None:
+    job.promoted_at = None
+    session.flush()
+
+
 def delete_job(*, session: Session, job: Job) -> None:
     session.delete(job)
-    session.commit()
+    session.flush()
 
 
 def seconds_since(moment: datetime | None) -> float | None:

@@ -155,6 +155,29 @@ class TestMetrics(BestEpochDetails):
     epoch: int = Field(description="the best epoch, whose checkpoint was scored")
 
 
+class JobRunInfo(BaseModel):
+    """What a run recorded beside its metrics (the job's `run_info` JSON): the fields that
+    comparisons, reports and the API read. Unknown keys from other versions are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    class_names: list[str] = Field(default_factory=list)
+    train_size: int | None = None
+    val_size: int | None = Field(None, description="validation images")
+    test_size: int | None = Field(None, description="held-out test images")
+    skipped: list[dict[str, Any]] = Field(
+        default_factory=list, description="images left out: path and reason"
+    )
+    start_epoch: int | None = Field(None, description="first epoch of this attempt (resumes)")
+    inference_ms: float | None = Field(None, description="one image, on the CPU")
+    inference_device: str | None = None
+    inference_threads: int | None = None
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON kept on the row: only what is known."""
+        return self.model_dump(exclude_none=True)
+
+
 class EpochMetrics(BaseModel):
     """What the engine reports at the end of every epoch (1-based)."""
 

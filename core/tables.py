@@ -19,6 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from core.specs import JobRunInfo
+
 # Named constraints so that migrations can refer to (and drop) them on every backend.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -135,7 +137,7 @@ class Job(Base):
     gflops: Mapped[float | None]
     device: Mapped[str | None] = mapped_column(String(50))
     run_info: Mapped[dict[str, Any]] = mapped_column(
-        default=dict, doc="split sizes, skipped files, class names"
+        default=dict, doc="split sizes, skipped files, class names: see `run_details`"
     )
     best_epoch: Mapped[int | None]
     best_val_accuracy: Mapped[float | None]
@@ -158,6 +160,11 @@ class Job(Base):
     checkpoints: Mapped[list[Checkpoint]] = relationship(
         back_populates="job", cascade="all, delete-orphan"
     )
+
+    @property
+    def run_details(self) -> JobRunInfo:
+        """`run_info` read through its schema."""
+        return JobRunInfo.model_validate(self.run_info or {})
 
 
 class Search(Base):

@@ -23,12 +23,12 @@ from typing import Annotated
 
 import torch
 from fastapi import Depends, Request
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 import models
 from core.errors import Conflict, InvalidInput, NotFound
-from core.tables import Checkpoint, Dataset, Job, JobStatus, utcnow
+from core.tables import Checkpoint, Dataset, Job, JobStatus
 from service.deps import SettingsDep
 
 BUNDLE_KIND = "bundle"
@@ -121,25 +121,6 @@ def serving_job_ids(*, session: Session) -> set[int]:
     dataset_ids = session.scalars(_servable().with_only_columns(Job.dataset_id).distinct())
     choices = (serving_choice(session=session, dataset_id=d) for d in list(dataset_ids))
     return {choice.model.job.id for choice in choices if choice is not None}
-
-
-def promote(*, session: Session, job: Job) -> None:
-    """Make `job` its dataset's serving model; the previously promoted one is un-promoted."""
-    # Clear every other row of the dataset (not only promoted ones) so that a concurrent
-    # promotion waits on our row locks instead of leaving two promoted jobs behind.
-    session.execute(
-        update(Job)
-        .where(Job.dataset_id == job.dataset_id, Job.id != job.id)
-        .values(promoted_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    job.promoted_at = utcnow()
-    session.commit()
-
-
-def unpromote(*, session: Session, job: Job) -> None:
-    job.promoted_at = None
-    session.commit()
 
 
 # ---------------------------------------------------------------- resolution (raises UserError)

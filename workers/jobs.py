@@ -22,7 +22,7 @@ from core.db import session_scope
 from core.errors import UserError
 from core.queue import send_training
 from core.settings import Settings
-from core.specs import ArchitectureSpec, EpochMetrics, Hyperparameters, TrainSpec
+from core.specs import ArchitectureSpec, EpochMetrics, Hyperparameters, JobRunInfo, TrainSpec
 from core.storage import job_dir
 from core.tables import JobStatus
 from core.weights import FIELDS as WEIGHT_FIELDS
@@ -60,20 +60,20 @@ class DatabaseCallback(TrainingCallback):
         with session_scope(self.url) as session:
             for metrics in info.history:
                 repo.upsert_metric(session=session, job_id=self.job_id, metrics=metrics)
-            repo.update_job(
+            repo.record_run_start(
                 session=session,
                 job_id=self.job_id,
                 device=info.device,
                 num_parameters=info.num_parameters,
                 gflops=info.gflops,
-                run_info={
-                    "class_names": info.class_names,
-                    "train_size": info.train_size,
-                    "val_size": info.val_size,
-                    "test_size": info.test_size,
-                    "skipped": [asdict(item) for item in info.skipped],
-                    "start_epoch": info.start_epoch,
-                },
+                run_info=JobRunInfo(
+                    class_names=info.class_names,
+                    train_size=info.train_size,
+                    val_size=info.val_size,
+                    test_size=info.test_size,
+                    skipped=[asdict(item) for item in info.skipped],
+                    start_epoch=info.start_epoch,
+                ),
             )
         self._total_epochs = info.total_epochs
         self._start_epoch = info.start_epoch
@@ -89,13 +89,13 @@ class DatabaseCallback(TrainingCallback):
         elapsed = now - self._started
         eta = elapsed / done_here * (total - done) if done_here > 0 else None
         with session_scope(self.url) as session:
-            repo.update_job(
+            repo.record_progress(
                 session=session,
                 job_id=self.job_id,
-                progress_epoch=progress.epoch,
-                progress_batch=progress.batch,
-                progress_total_batches=progress.total_batches,
-                progress_percent=round(100.0 * done / max(total, 1), 2),
+                epoch=progress.epoch,
+                batch=progress.batch,
+                total_batches=progress.total_batches,
+                percent=round(100.0 * done / max(total, 1), 2),
                 eta_seconds=eta,
             )
 
@@ -248,29 +248,35 @@ def record_inference_latency(
     """
     options = {k: v for k, v in spec.architecture.options.items() if k != "pretrained_weights"}
     model = build_model(spec.architecture.name, num_classes, **options)
-    latency = {
-        "inference_ms": measure_latency_ms(model, spec.hyperparameters.image_size),
-        "inference_device": "cpu",
-        "inference_threads": torch.get_num_threads(),
-    }
+    latency_ms = measure_latency_ms(model, spec.hyperparameters.image_size)
     with session_scope(settings.database) as session:
-        job = repo.get_job(session=session, job_id=job_id)
-        if job is not None:
-            repo.update_job(session=session, job_id=job_id, run_info=job.run_info | latency)
+        repo.record_inference_latency(
+            session=session,
+            job_id=job_id,
+            inference_ms=latency_ms,
+            device="cpu",
+            threads=torch.get_num_threads(),
+        )
 
 
 def requeue_stale_jobs(settings: Settings) -> list[int]:
     """Send jobs whose worker stopped heart-beating back to the queue; they resume from `last`."""
     requeued = []
     with session_scope(settings.database) as session:
-        for job_id in repo.stale_jobs(session=session, stale_after=settings.stale_after_seconds):
-            if repo.requeue_if_stale(
+        stale = repo.stale_jobs(session=session, stale_after=settings.stale_after_seconds)
+    for job_id in stale:
+        # One unit of work per job, committed before its message goes out: the worker that
+        # receives it must find the job queued.
+        with session_scope(settings.database) as session:
+            if not repo.requeue_if_stale(
                 session=session, job_id=job_id, stale_after=settings.stale_after_seconds
             ):
-                job = repo.get_job(session=session, job_id=job_id)
-                if job is not None:
-                    send_training(settings, job_id, job.queue)
-                    requeued.append(job_id)
+                continue
+            job = repo.get_job(session=session, job_id=job_id)
+            queue = job.queue if job is not None else None
+        if queue is not None:
+            send_training(settings, job_id, queue)
+            requeued.append(job_id)
     if requeued:
         log.warning("requeued jobs with stale heartbeats: %s", requeued)
     return requeued

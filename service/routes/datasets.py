@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from core import repository as repo
 from core.dataset_registry import register_archive, register_folder
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from core.settings import Settings
 from core.specs import RowId, RowOffset
 from core.tables import Dataset
 from service.deps import SessionDep, SettingsDep, TokenDep
@@ -62,13 +63,18 @@ async def upload_dataset(
         if len(name) > 200:
             raise InvalidInput("name: at most 200 characters", "name")
         dataset = await run_in_threadpool(
-            partial(register_archive, session=session, settings=settings,
-                    archive=received.path, name=name)
+            _store_upload, session, settings, received.path, name
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     response.headers["Location"] = f"/datasets/{dataset.id}"
     return DatasetPublic.from_row(dataset)
+
+
+def _store_upload(session: Session, settings: Settings, archive: Path, name: str) -> Dataset:
+    dataset = register_archive(session=session, settings=settings, archive=archive, name=name)
+    session.commit()
+    return dataset
 
 
 def _stem(filename: str | None) -> str:
@@ -92,6 +98,7 @@ def register_server_folder(
         raise Forbidden("path must stay under the datasets root (FOODLAB_DATASETS_ROOT)", "path")
     dataset = register_folder(session=session, settings=settings, root=folder,
                               name=body.name or folder.name, source="folder", confine_to=root)
+    session.commit()
     response.headers["Location"] = f"/datasets/{dataset.id}"
     return DatasetPublic.from_row(dataset)
 
@@ -127,6 +134,7 @@ def delete_dataset(dataset_id: RowId, session: SessionDep, settings: SettingsDep
                        "first", "dataset_id")
     folder = Path(dataset.path)
     repo.delete_dataset(session=session, dataset=dataset)
+    session.commit()  # the row goes first: files of a dataset still listed are never missing
     if dataset.source == "upload" and folder.is_relative_to(settings.datasets_dir):
         # The upload was unpacked into datasets/<id>/, possibly under a wrapper folder.
         shutil.rmtree(settings.datasets_dir / folder.relative_to(settings.datasets_dir).parts[0],

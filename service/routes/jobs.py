@@ -120,7 +120,9 @@ def cancel_job(job_id: RowId, session: SessionDep) -> JobPublic:
     job = load_job(session, job_id)
     if job.status.finished:
         raise Conflict(f"job {job_id} is already {job.status.value}", "job_id")
-    return JobPublic.from_row(repo.request_cancel(session=session, job=job))
+    repo.request_cancel(session=session, job=job)
+    session.commit()
+    return JobPublic.from_row(job)
 
 
 @router.delete("/{job_id}", status_code=204, dependencies=[TokenDep])
@@ -131,5 +133,6 @@ def delete_job(job_id: RowId, session: SessionDep, settings: SettingsDep) -> Res
             f"job {job_id} is {job.status.value}; cancel it and wait until it stops", "job_id"
         )
     repo.delete_job(session=session, job=job)
+    session.commit()
     remove_tree(job_dir(settings.checkpoints_dir, job_id))
     return Response(status_code=204)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from core import repository as repo
 from core.specs import ArchitectureSpec, RowId
 from service import serving
 from service.deps import SessionDep, TokenDep
@@ -108,7 +109,8 @@ def unpromote(job_id: RowId, session: SessionDep) -> Response:
     """Return the job's dataset to automatic selection (idempotent)."""
     job = serving.require_job(session=session, job_id=job_id)
     if job.promoted_at is not None:
-        serving.unpromote(session=session, job=job)
+        repo.unpromote_job(session=session, job=job)
+        session.commit()
     return Response(status_code=204)
 
 
@@ -118,5 +120,6 @@ def _load_and_promote(
     model = serving.require_servable(session=session, job_id=job_id)
     # Loading first refuses a broken bundle (409) and warms the cache for the next request.
     server.cache.get(model)
-    serving.promote(session=session, job=model.job)
+    repo.promote_job(session=session, job=model.job)
+    session.commit()
     return model

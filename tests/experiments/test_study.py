@@ -150,7 +150,7 @@ def test_study_against_the_service(
     from core import repository as repo
     from core.db import session_scope
     from core.settings import Settings
-    from core.specs import EpochMetrics
+    from core.specs import EpochMetrics, JobRunInfo
     from service.app import create_app
 
     settings = Settings(home=tmp_path / "home", database_url=db_url)
@@ -175,14 +175,15 @@ def test_study_against_the_service(
                     is_best=epoch == 2,
                 )
                 repo.upsert_metric(session=session, job_id=job_id, metrics=metrics)
-            repo.update_job(
+            repo.record_run_start(
                 session=session,
                 job_id=job_id,
-                status=JobStatus.succeeded,
+                device="cpu",
                 num_parameters=21_000_000,
                 gflops=0.1,
-                run_info={"val_size": 10, "inference_ms": 3.0},
+                run_info=JobRunInfo(val_size=10, inference_ms=3.0),
             )
+            repo.finish_job(session=session, job_id=job_id, status=JobStatus.succeeded)
 
     monkeypatch.setattr(service.routes.jobs, "send_training", finish_at_once)
     monkeypatch.setattr(cli.study, "make_client", lambda url, token: TestClient(api))
