@@ -60,7 +60,9 @@ def list_jobs(
     group_id: str | None = None,
     offset: int = 0,
     limit: int = 50,
+    sort: str = "-id",
 ) -> tuple[list[Job], int]:
+    """A page of jobs; `sort` is a key of JOB_SORT_KEYS, '-' in front for descending."""
     query = select(Job)
     if status is not None:
         query = query.where(Job.status == status)
@@ -71,8 +73,38 @@ def list_jobs(
     if group_id is not None:
         query = query.where(Job.group_id == group_id)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(Job.id.desc()).offset(offset).limit(limit))
+    rows = session.scalars(query.order_by(*job_order(sort)).offset(offset).limit(limit))
     return list(rows), total
+
+
+JOB_SORT_KEYS = {
+    "id": Job.id,
+    "created_at": Job.created_at,
+    "started_at": Job.started_at,
+    "finished_at": Job.finished_at,
+    "status": Job.status,
+    "architecture": Job.architecture,
+    "dataset_id": Job.dataset_id,
+    "best_val_accuracy": Job.best_val_accuracy,
+    "num_parameters": Job.num_parameters,
+    "gflops": Job.gflops,
+}
+
+
+def job_order(sort: str) -> list[Any]:
+    """ORDER BY for a sort key; ties by id so pages never overlap.
+
+    Missing values (a job not yet run) go last. Only nullable columns get NULLS LAST, so the
+    default order (-id) stays one that a plain index on the key can serve.
+    """
+    descending = sort.startswith("-")
+    column = JOB_SORT_KEYS[sort.removeprefix("-")]
+    if column is Job.id:
+        return [Job.id.desc() if descending else Job.id.asc()]
+    primary = column.desc() if descending else column.asc()
+    if column.property.columns[0].nullable:
+        primary = primary.nulls_last()
+    return [primary, Job.id.desc() if descending else Job.id.asc()]
 
 
 def add_jobs(*, session: Session, jobs: list[Job]) -> list[Job]:

@@ -97,6 +97,7 @@ RECOMMENDED = Hyperparameters(
 )
 
 PRESETS: dict[str, Hyperparameters] = {"reference": REFERENCE, "recommended": RECOMMENDED}
+DEFAULT_PRESET = "reference"
 
 
 def resolve_hyperparameters(
@@ -106,7 +107,7 @@ def resolve_hyperparameters(
 
     Raises SpecError naming the first bad field.
     """
-    name = preset or "reference"
+    name = preset or DEFAULT_PRESET
     if name not in PRESETS:
         raise SpecError("preset", f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
     merged = PRESETS[name].model_dump() | dict(overrides or {})

@@ -11,11 +11,13 @@ from service.routes import (
     compare,
     datasets,
     health,
+    hyperparameters,
     jobs,
     models,
     predict,
     searches,
 )
+from service.ui.pages import install_ui
 
 
 def create_app() -> FastAPI:
@@ -26,10 +28,11 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(TokenGate, fastapi_app=app)
-    for router in (health.router, architectures.router, datasets.router, jobs.router,
-                   models.router, predict.router, compare.router, compare.jobs_router,
+    for router in (health.router, architectures.router, hyperparameters.router, datasets.router,
+                   jobs.router, models.router, predict.router, compare.router, compare.jobs_router,
                    searches.router):
         app.include_router(router)
+    install_ui(app)
     return app
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
+from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from core import repository as repo
@@ -17,6 +18,7 @@ from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.settings import Settings
 from core.specs import RowId, RowOffset
 from core.tables import Dataset
+from core.thumbnails import thumbnail
 from service.deps import SessionDep, SettingsDep, TokenDep
 from service.schemas import DatasetPublic, DatasetRegister, DatasetsPublic
 from service.uploads import receive_file
@@ -140,3 +142,26 @@ def delete_dataset(dataset_id: RowId, session: SessionDep, settings: SettingsDep
         shutil.rmtree(settings.datasets_dir / folder.relative_to(settings.datasets_dir).parts[0],
                       ignore_errors=True)
     return Response(status_code=204)
+
+
+JPEG = {200: {"content": {"image/jpeg": {}}, "description": "a JPEG image"}}
+
+
+@router.get("/{dataset_id}/thumbnails/{class_index}/{index}", response_class=FileResponse,
+            responses=JPEG)
+def dataset_thumbnail(
+    dataset_id: RowId,
+    class_index: int,
+    index: int,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> FileResponse:
+    """A JPEG preview (at most 128 px) of image `index` (0-7) of class `class_index` (its
+    position in `classes`). Made once and cached under FOODLAB_HOME, never in the dataset."""
+    dataset = load_dataset(session, dataset_id)
+    cache = settings.cache_dir / "thumbnails" / str(dataset.id) / dataset.fingerprint[:16]
+    path = thumbnail(dataset_root=Path(dataset.path), classes=list(dataset.classes),
+                     class_index=class_index, index=index, cache_folder=cache,
+                     max_pixels=settings.max_image_pixels)
+    return FileResponse(path, media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=3600"})

@@ -28,6 +28,7 @@ from service.schemas import (
 )
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+SORT_PATTERN = f"^-?({'|'.join(repo.JOB_SORT_KEYS)})$"
 
 
 def load_job(session: SessionDep, job_id: RowId) -> Job:
@@ -60,6 +61,13 @@ def list_jobs(
     group_id: str | None = None,
     offset: RowOffset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    sort: Annotated[
+        str,
+        Query(
+            pattern=SORT_PATTERN,
+            description=f"one of {', '.join(repo.JOB_SORT_KEYS)}; '-' in front: descending",
+        ),
+    ] = "-id",
 ) -> JobsPublic:
     rows, total = repo.list_jobs(
         session=session,
@@ -69,6 +77,7 @@ def list_jobs(
         group_id=group_id,
         offset=offset,
         limit=limit,
+        sort=sort,
     )
     return JobsPublic(data=[JobPublic.from_row(job) for job in rows], count=total)
 
