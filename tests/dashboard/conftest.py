@@ -23,6 +23,7 @@ from tests.dashboard.dashboard_testlib import (
 )
 
 SCREENSHOTS: list[Path] = []
+TOKEN = "s3cret"
 # Two cores shared with a training worker: give the page time to answer.
 expect.set_options(timeout=20_000)
 
@@ -52,14 +53,30 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
+    """Two `foodlab up`: an open one and one with API tokens, booting side by side."""
     folder = tmp_path_factory.mktemp("dashboard-up")
-    running = Server(folder / "home", folder / "foodlab-up.log")
+    started = {
+        "open": Server(folder / "open", folder / "open.log"),
+        "locked": Server(folder / "locked", folder / "locked.log", FOODLAB_API_TOKENS=TOKEN),
+    }
     try:
-        running.wait_ready()
-        yield running
+        yield started
     finally:
-        running.stop()
+        for running in started.values():
+            running.stop()
+
+
+@pytest.fixture(scope="module")
+def server(servers: dict[str, Server]) -> Server:
+    servers["open"].wait_ready()
+    return servers["open"]
+
+
+@pytest.fixture(scope="module")
+def locked_server(servers: dict[str, Server]) -> Server:
+    servers["locked"].wait_ready()
+    return servers["locked"]
 
 
 @pytest.fixture
