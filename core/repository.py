@@ -15,12 +15,21 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from core.errors import NotFound
 from core.specs import EpochMetrics, JobRunInfo, TestMetrics
 from core.tables import Checkpoint, Dataset, EpochMetric, Job, JobStatus, utcnow
 
 
 def get_dataset(*, session: Session, dataset_id: int) -> Dataset | None:
     return session.get(Dataset, dataset_id)
+
+
+def require_dataset(*, session: Session, dataset_id: int) -> Dataset:
+    """The dataset, or NotFound naming `dataset_id`."""
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise NotFound(f"dataset {dataset_id} not found", "dataset_id")
+    return dataset
 
 
 def list_datasets(
@@ -49,6 +58,14 @@ def delete_dataset(*, session: Session, dataset: Dataset) -> None:
 
 def get_job(*, session: Session, job_id: int) -> Job | None:
     return session.get(Job, job_id)
+
+
+def require_job(*, session: Session, job_id: int) -> Job:
+    """The job, or NotFound naming `job_id`."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found", "job_id")
+    return job
 
 
 def list_jobs(

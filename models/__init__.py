@@ -11,6 +11,7 @@ from .inference import (
     precision_of,
     prepare_for_inference,
     probabilities,
+    top_k,
 )
 from .pretrained import PretrainedReport, load_pretrained
 from .registry import (
@@ -56,5 +57,6 @@ __all__ = [
     "save_bundle",
     "stage_grad_norms",
     "stage_parameters",
+    "top_k",
     "validate_options",
 ]

@@ -22,6 +22,7 @@ from torch import nn
 
 from .errors import ModelConfigError, describe_load_failure
 from .inference import probabilities
+from .inference import top_k as ranked
 from .preprocess import resize_shorter_and_center_crop, to_normalized_tensor
 from .registry import build_model
 
@@ -92,11 +93,7 @@ class Bundle:
         if not images:
             return []
         probs = probabilities(self.model, self.preprocess(images))
-        values, indices = probs.topk(min(top_k, len(self.class_names)), dim=1)  # sorted
-        return [
-            [(self.class_names[i], p) for i, p in zip(idx_row, p_row, strict=True)]
-            for idx_row, p_row in zip(indices.tolist(), values.tolist(), strict=True)
-        ]
+        return ranked(probs, top_k, self.class_names)
 
 
 def _validated(path: Path, model_cls: type[BaseModel], value: Any, what: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -66,3 +67,15 @@ def probabilities(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         logits = model(pixels.contiguous(memory_format=torch.channels_last))
         return logits.float().softmax(dim=1)
+
+
+def top_k(
+    probabilities: torch.Tensor, k: int, class_names: Sequence[str]
+) -> list[list[tuple[str, float]]]:
+    """Per row, the k most probable (class name, probability) pairs, most probable first;
+    k is capped at the number of classes."""
+    values, indices = probabilities.topk(min(k, len(class_names)), dim=1)  # sorted
+    return [
+        [(class_names[i], p) for i, p in zip(row_i, row_p, strict=True)]
+        for row_i, row_p in zip(indices.tolist(), values.tolist(), strict=True)
+    ]

@@ -1,11 +1,16 @@
-"""The FastAPI application factory: routers joined once, errors as JSON."""
+"""The FastAPI application factory: routers joined once, errors as JSON, the model server
+built at startup."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
-from service.deps import TokenGate
+from service.deps import TokenGate, app_settings
 from service.errors import install_error_handlers
+from service.model_server import ModelServer
 from service.routes import (
     architectures,
     compare,
@@ -20,8 +25,16 @@ from service.routes import (
 from service.ui.pages import install_ui
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """What lives as long as the app: the model server (cache and batcher) for /predict."""
+    app.state.model_server = ModelServer.from_settings(await app_settings(app))
+    yield
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=lifespan,
         title="foodlab",
         summary="Train, compare and serve plain and residual CNNs on food photos.",
         version="0.1.0",

@@ -8,17 +8,21 @@ import secrets
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Security
+from fastapi import Depends, FastAPI, Header, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core import repository as repo
 from core.db import open_session
 from core.errors import Unauthorized, UserError
 from core.settings import Settings, get_settings
+from core.specs import RowId
+from core.tables import Dataset, Job
 from service.errors import error_body
+from service.model_server import ModelServer
 
 
 async def current_settings() -> Settings:
@@ -27,6 +31,14 @@ async def current_settings() -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(current_settings)]
+
+
+async def app_settings(app: FastAPI) -> Settings:
+    """The settings as the app's routes see them, for code outside a request (middleware,
+    lifespan): tests swap them through `app.dependency_overrides`."""
+    provider = app.dependency_overrides.get(current_settings, current_settings)
+    settings = provider()
+    return await settings if inspect.isawaitable(settings) else settings
 
 
 def get_session(settings: SettingsDep) -> Iterator[Session]:
@@ -38,6 +50,27 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def job_or_404(job_id: RowId, session: SessionDep) -> Job:
+    return repo.require_job(session=session, job_id=job_id)
+
+
+def dataset_or_404(dataset_id: RowId, session: SessionDep) -> Dataset:
+    return repo.require_dataset(session=session, dataset_id=dataset_id)
+
+
+# The resource a path's id names, or 404 naming the id: one rule per resource.
+JobDep = Annotated[Job, Depends(job_or_404)]
+DatasetDep = Annotated[Dataset, Depends(dataset_or_404)]
+
+
+async def get_model_server(request: Request) -> ModelServer:
+    """The app's model server, built in its lifespan (`service.app`)."""
+    return request.app.state.model_server  # type: ignore[no-any-return]
+
+
+ModelServerDep = Annotated[ModelServer, Depends(get_model_server)]
 
 
 BEARER = "bearerAuth"
@@ -109,10 +142,7 @@ class TokenGate:
         )
 
     async def _settings(self) -> Settings:
-        # Tests swap the settings through the dependency overrides; honour them here too.
-        provider = self.fastapi_app.dependency_overrides.get(current_settings, current_settings)
-        settings = provider()
-        return await settings if inspect.isawaitable(settings) else settings
+        return await app_settings(self.fastapi_app)
 
 
 def protected_operations(openapi: dict[str, Any]) -> list[tuple[str, re.Pattern[str]]]:

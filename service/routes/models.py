@@ -11,10 +11,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from core import repository as repo
+from core import servable
+from core.servable import Choice, SelectedBy, ServableModel
 from core.specs import ArchitectureSpec, RowId
-from service import serving
-from service.deps import SessionDep, TokenDep
-from service.serving import ModelServerDep
+from service.deps import JobDep, ModelServerDep, SessionDep, TokenDep
+from service.model_server import ModelServer
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -39,7 +40,7 @@ class ModelPublic(BaseModel):
     bundle: BundlePublic
 
     @classmethod
-    def from_model(cls, model: serving.ServableModel, *, serving: bool) -> ModelPublic:
+    def from_model(cls, model: ServableModel, *, serving: bool) -> ModelPublic:
         job = model.job
         return cls(
             job_id=job.id,
@@ -62,12 +63,12 @@ class ModelsPublic(BaseModel):
 
 
 class ServingModelPublic(ModelPublic):
-    selected_by: serving.SelectedBy = Field(
+    selected_by: SelectedBy = Field(
         description="promoted, best (automatic: highest validation accuracy) or job_id (asked for)"
     )
 
     @classmethod
-    def from_choice(cls, choice: serving.Choice) -> ServingModelPublic:
+    def from_choice(cls, choice: Choice) -> ServingModelPublic:
         public = ModelPublic.from_model(choice.model, serving=choice.serving)
         return cls(**public.model_dump(), selected_by=choice.selected_by)
 
@@ -84,8 +85,8 @@ def list_models(
     dataset_id: Annotated[RowId | None, Query(description="default: every dataset")] = None,
 ) -> ModelsPublic:
     """Succeeded jobs with an inference bundle, per dataset best first."""
-    serving_ids = serving.serving_job_ids(session=session)
-    rows = serving.servable_models(session=session, dataset_id=dataset_id)
+    serving_ids = servable.serving_job_ids(session=session)
+    rows = servable.servable_models(session=session, dataset_id=dataset_id)
     data = [ModelPublic.from_model(row, serving=row.job.id in serving_ids) for row in rows]
     return ModelsPublic(data=data, count=len(data))
 
@@ -93,7 +94,7 @@ def list_models(
 @router.get("/serving", response_model=ServingModelPublic)
 def get_serving(session: SessionDep, dataset_id: DatasetQuery = None) -> ServingModelPublic:
     """The model that answers `POST /predict` (with the same `dataset_id`) right now."""
-    choice = serving.resolve_choice(session=session, dataset_id=dataset_id)
+    choice = servable.resolve_choice(session=session, dataset_id=dataset_id)
     return ServingModelPublic.from_choice(choice)
 
 
@@ -105,9 +106,8 @@ async def promote(job_id: RowId, session: SessionDep, server: ModelServerDep) ->
 
 
 @router.delete("/{job_id}/promote", status_code=204, dependencies=[TokenDep])
-def unpromote(job_id: RowId, session: SessionDep) -> Response:
+def unpromote(job: JobDep, session: SessionDep) -> Response:
     """Return the job's dataset to automatic selection (idempotent)."""
-    job = serving.require_job(session=session, job_id=job_id)
     if job.promoted_at is not None:
         repo.unpromote_job(session=session, job=job)
         session.commit()
@@ -115,9 +115,9 @@ def unpromote(job_id: RowId, session: SessionDep) -> Response:
 
 
 def _load_and_promote(
-    session: Session, server: serving.ModelServer, job_id: int
-) -> serving.ServableModel:
-    model = serving.require_servable(session=session, job_id=job_id)
+    session: Session, server: ModelServer, job_id: int
+) -> ServableModel:
+    model = servable.require_servable(session=session, job_id=job_id)
     # Loading first refuses a broken bundle (409) and warms the cache for the next request.
     server.cache.get(model)
     repo.promote_job(session=session, job=model.job)

@@ -19,6 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 import models
+from core import servable
 from core.db import open_session
 from core.errors import (
     BadRequest,
@@ -31,10 +32,10 @@ from core.images import ImageLimits, decode_slots
 from core.settings import Settings
 from core.specs import RowId
 from models.preprocess import draft_for_size, upright_rgb
-from service import serving
-from service.deps import SettingsDep
+from service.bundle_cache import LoadedBundle
+from service.deps import ModelServerDep, SettingsDep
+from service.model_server import ModelServer
 from service.routes.models import DatasetQuery, ServingModelPublic
-from service.serving import ModelServerDep
 
 router = APIRouter(prefix="/predict", tags=["predict"])
 
@@ -130,14 +131,14 @@ async def predict(
 @dataclass(frozen=True)
 class Prepared:
     model: ServingModelPublic  # which model answers, as the response describes it
-    loaded: serving.LoadedModel
+    loaded: LoadedBundle
     pixels: torch.Tensor
 
 
 def _prepare(
     uploads: list[Upload],
     settings: Settings,
-    server: serving.ModelServer,
+    server: ModelServer,
     job_id: int | None,
     dataset_id: int | None,
 ) -> Prepared:
@@ -147,7 +148,7 @@ def _prepare(
     opened = [open_image(upload, limits) for upload in uploads]
     with closing(open_session(settings.database)) as session:
         # Resolved once per request: later promotions never change the model of this request.
-        choice = serving.resolve_choice(session=session, job_id=job_id, dataset_id=dataset_id)
+        choice = servable.resolve_choice(session=session, job_id=job_id, dataset_id=dataset_id)
         model = ServingModelPublic.from_choice(choice)
     loaded = server.cache.get(choice.model)
     # The bundle's own preprocessing: image size and normalisation travel with the model.

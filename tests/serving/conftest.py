@@ -15,8 +15,8 @@ from core.db import open_session
 from core.migrate import upgrade
 from core.settings import Settings
 from service.app import create_app
-from service.deps import current_settings
-from service.serving import ModelServer, get_model_server
+from service.deps import current_settings, get_model_server
+from service.model_server import ModelServer
 
 torch.set_num_threads(1)  # the machine's cores are shared; tiny models need no more
 

@@ -15,7 +15,7 @@ from PIL import Image
 from serving_testlib import CLASSES_A, CLASSES_B, Catalog, image_bytes, one_jpeg, upload
 
 from core.tables import JobStatus
-from service import serving
+from service import batcher as batching
 from service.routes import predict as predict_route
 
 
@@ -48,13 +48,13 @@ def test_files_of_one_request_are_one_batch(
 ) -> None:
     catalog.job(catalog.dataset())
     batches: list[int] = []
-    real_forward = serving.run_forward
+    real_forward = batching.run_forward
 
     def spy(batch):  # type: ignore[no-untyped-def]
         batches.append(sum(len(work.pixels) for work in batch))
         return real_forward(batch)
 
-    monkeypatch.setattr(serving, "run_forward", spy)
+    monkeypatch.setattr(batching, "run_forward", spy)
     files = upload(
         ("a.jpg", image_bytes("JPEG")),
         ("b.png", image_bytes("PNG", size=(20, 60))),

@@ -14,8 +14,14 @@ from fastapi.testclient import TestClient
 from serving_testlib import CLASSES_A, CLASSES_B, Catalog, one_jpeg, write_bundle
 
 from core.errors import UserError
+from core.servable import ServableModel
+from core.settings import Settings
 from core.tables import Checkpoint, Job
-from service import serving
+from service import batcher as batching
+from service import bundle_cache
+from service.app import create_app
+from service.deps import current_settings
+from service.model_server import ModelServer
 
 WAIT = 60  # seconds; generous, the machine is shared
 
@@ -25,15 +31,15 @@ class Gate:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, held_path: Path) -> None:
         self.entered, self.release = threading.Event(), threading.Event()
-        real_forward = serving.run_forward
+        real_forward = batching.run_forward
 
         def gated(batch):  # type: ignore[no-untyped-def]
-            if batch[0].model.key.path == str(held_path.resolve()):
+            if batch[0].loaded.key.path == str(held_path.resolve()):
                 self.entered.set()
                 assert self.release.wait(WAIT)
             return real_forward(batch)
 
-        monkeypatch.setattr(serving, "run_forward", gated)
+        monkeypatch.setattr(batching, "run_forward", gated)
 
 
 def class_names(body: dict) -> set[str]:  # type: ignore[type-arg]
@@ -70,8 +76,8 @@ def test_rewritten_bundle_is_reloaded(client: TestClient, catalog: Catalog, tmp_
     assert class_names(client.post("/predict", files=one_jpeg()).json()) == set(CLASSES_B)
 
 
-def servable(path: Path, job_id: int = 1) -> serving.ServableModel:
-    return serving.ServableModel(Job(id=job_id), Checkpoint(path=str(path), epoch=1))
+def servable(path: Path, job_id: int = 1) -> ServableModel:
+    return ServableModel(Job(id=job_id), Checkpoint(path=str(path), epoch=1))
 
 
 @pytest.fixture
@@ -84,7 +90,7 @@ def fake_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         time.sleep(0.05)
         return SimpleNamespace(path=path)
 
-    monkeypatch.setattr(serving, "load_for_inference", load)
+    monkeypatch.setattr(bundle_cache, "load_for_inference", load)
     return loads
 
 
@@ -92,7 +98,7 @@ def test_cache_is_a_bounded_lru(tmp_path: Path, fake_loads: list[str]) -> None:
     files = {name: tmp_path / f"{name}.pt" for name in "abc"}
     for path in files.values():
         path.write_bytes(b"weights")
-    cache = serving.ModelCache(capacity=2)
+    cache = bundle_cache.BundleCache(capacity=2)
     first_a = cache.get(servable(files["a"]))
     assert cache.get(servable(files["a"])) is first_a  # no reload from disk
     cache.get(servable(files["b"]))
@@ -110,7 +116,7 @@ def test_concurrent_requests_for_a_cold_model_load_it_once(
 ) -> None:
     path = tmp_path / "a.pt"
     path.write_bytes(b"weights")
-    cache = serving.ModelCache(capacity=2)
+    cache = bundle_cache.BundleCache(capacity=2)
     with ThreadPoolExecutor(4) as pool:
         loaded = list(pool.map(lambda _: cache.get(servable(path)), range(4)))
     assert fake_loads == ["a.pt"] and all(item is loaded[0] for item in loaded)
@@ -118,16 +124,16 @@ def test_concurrent_requests_for_a_cold_model_load_it_once(
 
 def test_missing_bundle_file_is_409_naming_the_job(tmp_path: Path) -> None:
     with pytest.raises(UserError) as error:
-        serving.ModelCache(capacity=1).get(servable(tmp_path / "gone.pt", job_id=7))
+        bundle_cache.BundleCache(capacity=1).get(servable(tmp_path / "gone.pt", job_id=7))
     assert error.value.status_code == 409 and "job 7" in error.value.detail
 
 
-def tiny_loaded_model() -> serving.LoadedModel:
+def tiny_loaded_model() -> bundle_cache.LoadedBundle:
     bundle = SimpleNamespace(
         model=torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)),
         class_names=["x", "y", "z"],
     )
-    return serving.LoadedModel(serving.BundleKey("m.pt", 1, 1, 1), bundle)  # type: ignore[arg-type]
+    return bundle_cache.LoadedBundle(bundle_cache.BundleKey("m.pt", 1, 1, 1), bundle)  # type: ignore[arg-type]
 
 
 def test_work_queued_during_a_forward_pass_shares_the_next_one(
@@ -137,7 +143,7 @@ def test_work_queued_during_a_forward_pass_shares_the_next_one(
     model = tiny_loaded_model()
     batches: list[list[int]] = []
     release = threading.Event()
-    real_forward = serving.run_forward
+    real_forward = batching.run_forward
 
     def slow_first(batch):  # type: ignore[no-untyped-def]
         batches.append([len(work.pixels) for work in batch])
@@ -145,8 +151,8 @@ def test_work_queued_during_a_forward_pass_shares_the_next_one(
             assert release.wait(WAIT)
         return real_forward(batch)
 
-    monkeypatch.setattr(serving, "run_forward", slow_first)
-    batcher = serving.InferenceBatcher(max_batch_images=8, runners=1)
+    monkeypatch.setattr(batching, "run_forward", slow_first)
+    batcher = batching.InferenceBatcher(max_batch_images=8, runners=1)
     pixels = [torch.randn(n, 3, 2, 2) for n in (1, 2, 3, 4)]
     first = batcher.submit(model, pixels[0], top_k=2)
     while not batches:
@@ -167,17 +173,17 @@ def test_a_second_runner_answers_while_the_first_is_busy(
 ) -> None:
     model = tiny_loaded_model()
     release = threading.Event()
-    real_forward = serving.run_forward
+    real_forward = batching.run_forward
 
     def first_one_blocks(batch):  # type: ignore[no-untyped-def]
         if batch[0].top_k == 1:
             assert release.wait(WAIT)
         return real_forward(batch)
 
-    monkeypatch.setattr(serving, "run_forward", first_one_blocks)
+    monkeypatch.setattr(batching, "run_forward", first_one_blocks)
     for runners, answered_meanwhile in ((2, True), (1, False)):
         release.clear()
-        batcher = serving.InferenceBatcher(runners=runners)
+        batcher = batching.InferenceBatcher(runners=runners)
         slow = batcher.submit(model, torch.randn(1, 3, 2, 2), top_k=1)
         time.sleep(0.05)  # the slow pass has started on one runner
         quick = batcher.submit(model, torch.randn(1, 3, 2, 2), top_k=2)
@@ -189,3 +195,13 @@ def test_a_second_runner_answers_while_the_first_is_busy(
         release.set()
         assert answered is answered_meanwhile
         assert len(slow.result(WAIT)[0]) == 1 and len(quick.result(WAIT)[0]) == 2
+
+
+@pytest.mark.settings(model_cache_size=3)
+def test_the_model_server_is_built_at_startup(settings: Settings) -> None:
+    app = create_app()
+    app.dependency_overrides[current_settings] = lambda: settings
+    assert getattr(app.state, "model_server", None) is None
+    with TestClient(app):
+        server = app.state.model_server  # before any request: the lifespan built it
+        assert isinstance(server, ModelServer) and server.cache.capacity == 3
