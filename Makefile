@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean messages
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# Report translations: extract the marked messages, merge them into each catalogue (translate
+# what is new in analysis/locale/<lang>/LC_MESSAGES/foodlab.po), compile the .mo that is committed.
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k N_ -k ngettext:1,2 --no-location --sort-output \
+		--omit-header -w 100 -o analysis/locale/foodlab.pot .
+	$(BIN)/pybabel update -i analysis/locale/foodlab.pot -d analysis/locale -D foodlab \
+		--no-fuzzy-matching --ignore-obsolete -w 100
+	$(BIN)/pybabel compile -d analysis/locale -D foodlab --statistics
 
 clean:
 	rm -rf var .pytest_cache

@@ -6,42 +6,57 @@ import re
 from collections.abc import Sequence
 
 from analysis.compare import Delta, Stat
+from analysis.i18n import _, number
 
 MISSING = "–"
 
 
-# --- number formatting -----------------------------------------------------------------------
+# --- number formatting (in the report's language: see analysis.i18n) ------------------------
 
 
 def fmt_percent(value: float | None, std: float | None = None) -> str:
     if value is None:
         return MISSING
-    return f"{100 * value:.1f} ± {100 * std:.1f}%" if std is not None else f"{100 * value:.1f}%"
+    if std is None:
+        return f"{number(100 * value, '.1f')}%"
+    return f"{number(100 * value, '.1f')} ± {number(100 * std, '.1f')}%"
 
 
 def fmt_number(value: float | None, digits: int = 3, std: float | None = None) -> str:
     if value is None:
         return MISSING
-    return f"{value:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{value:.{digits}f}"
+    spec = f".{digits}f"
+    if std is None:
+        return number(value, spec)
+    return f"{number(value, spec)} ± {number(std, spec)}"
 
 
 def fmt_params(value: float | None) -> str:
-    return MISSING if value is None else f"{value / 1e6:.2f}M"
+    """Millions of parameters: '21.11M' ('21,11 jt' in Indonesian, where M means miliar)."""
+    return MISSING if value is None else _("{value}M").format(value=number(value / 1e6, ".2f"))
 
 
-def fmt_delta(delta: Delta | None, percent_points: bool = False, digits: int = 3) -> str:
+def fmt_points(value: float) -> str:
+    """An accuracy difference in percentage points, signed: '+17.6 pp'."""
+    return _("{value} pp").format(value=number(100 * value, "+.1f"))
+
+
+def fmt_delta(
+    delta: Delta | None, percent_points: bool = False, digits: int = 3, mark_noise: bool = True
+) -> str:
     """'+17.6 pp, +65%' for accuracies, '+0.012, +1%' otherwise; flags noise-level gaps."""
     if delta is None or delta.absolute is None:
         return MISSING
-    if percent_points:
-        text = f"{100 * delta.absolute:+.1f} pp"
-    else:
-        text = f"{delta.absolute:+.{digits}f}"
+    text = fmt_points(delta.absolute) if percent_points else number(delta.absolute, f"+.{digits}f")
     if delta.relative is not None:
-        text += f", {100 * delta.relative:+.0f}%"
-    if delta.within_noise:
-        text += ", ≈ noise"
+        text += f", {fmt_relative(delta)}"
+    if mark_noise and delta.within_noise:
+        text += ", " + noise_mark()
     return text
+
+
+def noise_mark() -> str:
+    return _("≈ noise")
 
 
 def slug(text: str) -> str:
@@ -67,4 +82,4 @@ def stat_number(stat: Stat, digits: int = 3) -> str:
 def fmt_relative(delta: Delta | None) -> str:
     if delta is None or delta.relative is None:
         return MISSING
-    return f"{100 * delta.relative:+.0f}%"
+    return f"{number(100 * delta.relative, '+.0f')}%"

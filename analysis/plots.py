@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from analysis.compare import best_epoch
+from analysis.i18n import N_, _
 from core.specs import STAGES
 
 DPI = 100
@@ -99,9 +100,9 @@ def curves_figure(curves: Sequence[Curve], title: str | None = None) -> Figure:
     loss_ax, acc_ax = figure.subplots(1, 2)
     for index, curve in enumerate(curves):
         _plot_curve(loss_ax, acc_ax, curve, _colour(index))
-    loss_ax.set(title="Loss", xlabel="epoch", ylabel="cross-entropy loss")
+    loss_ax.set(title=_("Loss"), xlabel=_("epoch"), ylabel=_("cross-entropy loss"))
     _log_scale_if_spiky(loss_ax, curves)
-    acc_ax.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    acc_ax.set(title=_("Accuracy"), xlabel=_("epoch"), ylabel=_("accuracy (%)"))
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.margins(x=0.1, y=0.1)  # room for the best-epoch labels at the edges
@@ -120,7 +121,7 @@ def _log_scale_if_spiky(loss_ax: Axes, curves: Sequence[Curve]) -> None:
     positive = [loss for loss in losses if loss > 0]
     if positive and max(positive) / min(positive) > 100:
         loss_ax.set_yscale("log")
-        loss_ax.set_ylabel("cross-entropy loss (log scale)")
+        loss_ax.set_ylabel(_("cross-entropy loss (log scale)"))
 
 
 def _plot_curve(loss_ax: Axes, acc_ax: Axes, curve: Curve, colour: str) -> None:
@@ -148,9 +149,9 @@ def _plot_curve(loss_ax: Axes, acc_ax: Axes, curve: Curve, colour: str) -> None:
 def _curve_legends(figure: Figure, acc_ax: Axes, curves: Sequence[Curve]) -> None:
     """Which colour is which job (below the panels), and what the line styles mean."""
     styles = [
-        Line2D([], [], ls="--", color="grey", label="train"),
-        Line2D([], [], ls="-", color="grey", label="validation"),
-        Line2D([], [], ls="", color="grey", label="best validation accuracy", **_star()),
+        Line2D([], [], ls="--", color="grey", label=_("train")),
+        Line2D([], [], ls="-", color="grey", label=_("validation")),
+        Line2D([], [], ls="", color="grey", label=_("best validation accuracy"), **_star()),
     ]
     acc_ax.legend(handles=styles, loc="best", fontsize=8)
     jobs = [Line2D([], [], color=_colour(i), lw=2, label=c.label) for i, c in enumerate(curves)]
@@ -193,10 +194,12 @@ def gradients_figure(curve: Curve) -> Figure:
             marker="o",
             ms=3,
             color=shade,
-            label=f"epoch {metrics.epoch}",
+            label=_("epoch {epoch}").format(epoch=metrics.epoch),
         )
-    time_ax.set(title="Gradient norm per stage", xlabel="epoch", ylabel="mean gradient L2 norm")
-    depth_ax.set(title="Along the depth (input → output)", ylabel="mean gradient L2 norm")
+    time_ax.set(
+        title=_("Gradient norm per stage"), xlabel=_("epoch"), ylabel=_("mean gradient L2 norm")
+    )
+    depth_ax.set(title=_("Along the depth (input → output)"), ylabel=_("mean gradient L2 norm"))
     depth_ax.set_xticks(range(len(stages)), stages, rotation=20, ha="right")
     for ax in (time_ax, depth_ax):
         if stages:
@@ -204,7 +207,7 @@ def gradients_figure(curve: Curve) -> Figure:
             ax.legend(fontsize=7, ncols=2 if len(ax.lines) > 6 else 1)
         ax.grid(alpha=0.3, which="both")
     time_ax.xaxis.get_major_locator().set_params(integer=True)
-    figure.suptitle(f"Gradient flow: {curve.label}")
+    figure.suptitle(_("Gradient flow: {model}").format(model=curve.label))
     return figure
 
 
@@ -225,8 +228,8 @@ def gradient_flow_figure(curves: Sequence[Curve]) -> Figure:
                 color=_colour(index),
                 label=curve.label,
             )
-    first_ax.set(title="First epoch", ylabel="mean gradient L2 norm")
-    last_ax.set(title="Last epoch")
+    first_ax.set(title=_("First epoch"), ylabel=_("mean gradient L2 norm"))
+    last_ax.set(title=_("Last epoch"))
     for ax in (first_ax, last_ax):
         ax.set_xticks(range(len(stages)), stages, rotation=20, ha="right")
         if stages:
@@ -234,17 +237,17 @@ def gradient_flow_figure(curves: Sequence[Curve]) -> Figure:
         ax.grid(alpha=0.3, which="both")
     if curves:
         last_ax.legend(fontsize=8)
-    figure.suptitle("Gradient flow along the depth (input → output)")
+    figure.suptitle(_("Gradient flow along the depth (input → output)"))
     return figure
 
 
 # --- accuracy against cost -------------------------------------------------------------------
 
 COSTS = (
-    ("parameters", "parameters (millions)", 1e-6),
-    ("gflops", "GFLOPs per image", 1.0),
-    ("epoch_seconds", "seconds per epoch", 1.0),
-    ("latency_ms", "inference latency (ms / image, CPU)", 1.0),
+    ("parameters", N_("parameters (millions)"), 1e-6),
+    ("gflops", N_("GFLOPs per image"), 1.0),
+    ("epoch_seconds", N_("seconds per epoch"), 1.0),
+    ("latency_ms", N_("inference latency (ms / image, CPU)"), 1.0),
 )
 
 
@@ -255,10 +258,10 @@ def tradeoff_figure(points: Sequence[TradeoffPoint]) -> Figure:
     for ax, (attribute, xlabel, scale) in zip(axes, COSTS, strict=True):
         _tradeoff_panel(ax, points, attribute, scale)
         ax.margins(x=0.25, y=0.1)  # room for the model names beside the markers
-        ax.set(xlabel=xlabel)
+        ax.set(xlabel=_(xlabel))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("best validation accuracy (%)")
-    figure.suptitle("Accuracy against cost (up and to the left is better)")
+    axes[0].set_ylabel(_("best validation accuracy (%)"))
+    figure.suptitle(_("Accuracy against cost (up and to the left is better)"))
     return figure
 
 
@@ -276,4 +279,4 @@ def _tradeoff_panel(
         ax.annotate(point.label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
         drawn += 1
     if not drawn:
-        ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", color="grey")
+        ax.text(0.5, 0.5, _("not measured"), transform=ax.transAxes, ha="center", color="grey")

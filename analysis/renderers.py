@@ -6,7 +6,14 @@ import csv
 import io
 from collections.abc import Callable, Sequence
 
-from analysis.compare import Comparison, ComparisonRow, Delta, GroupSummary, Stat
+from analysis.compare import (
+    Comparison,
+    ComparisonRow,
+    Delta,
+    FairnessWarning,
+    GroupSummary,
+    Stat,
+)
 from analysis.formatting import (
     MISSING,
     fmt_delta,
@@ -18,6 +25,7 @@ from analysis.formatting import (
     stat_number,
     stat_percent,
 )
+from analysis.i18n import N_, _, current
 
 # --- the comparison as CSV and Markdown (GET /compare?format=...) --------------------------------
 
@@ -55,13 +63,13 @@ def comparison_csv(comparison: Comparison) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(
-        [name for name, _ in ROW_COLUMNS]
+        [name for name, _value in ROW_COLUMNS]
         + [f"{kind}_{m}" for m in DELTA_COLUMNS for kind in ("delta", "rel_delta")]
     )
     for row in comparison.rows:
         deltas = [row.delta.get(m) for m in DELTA_COLUMNS]
         writer.writerow(
-            [_csv(value(row)) for _, value in ROW_COLUMNS]
+            [_csv(value(row)) for _name, value in ROW_COLUMNS]
             + [
                 _csv(getattr(d, kind) if d else None)
                 for d in deltas
@@ -79,12 +87,14 @@ def comparison_markdown(comparison: Comparison) -> str:
     """The per-job table with deltas, the repeat groups (if any) and the fairness warnings."""
     baseline = _baseline_label(comparison)
     parts = [
-        f"Deltas against **{baseline}** (job {comparison.baseline_job_id}).",
+        _("Deltas against **{baseline}** (job {job}).").format(
+            baseline=baseline, job=comparison.baseline_job_id
+        ),
         "",
         jobs_table(comparison),
     ]
     if any(len(g.job_ids) > 1 for g in comparison.groups):
-        parts += ["", "Mean ± std over repeats:", "", groups_table(comparison.groups)]
+        parts += ["", _("Mean ± std over repeats:"), "", groups_table(comparison.groups)]
     parts += ["", *fairness_lines(comparison)]
     return "\n".join(parts) + "\n"
 
@@ -96,17 +106,17 @@ def _baseline_label(comparison: Comparison) -> str:
 
 def jobs_table(comparison: Comparison) -> str:
     header = [
-        "job",
-        "model",
-        "params",
-        "GFLOPs",
-        "best val acc (epoch)",
-        "Δ best val acc",
-        "final train / val acc",
-        "final train / val loss",
-        "s / epoch",
-        "train img/s",
-        "latency ms",
+        _("job"),
+        _("model"),
+        _("params"),
+        _("GFLOPs"),
+        _("best val acc (epoch)"),
+        _("Δ best val acc"),
+        _("final train / val acc"),
+        _("final train / val loss"),
+        _("s / epoch"),
+        _("train img/s"),
+        _("latency ms"),
     ]
     rows = [
         [
@@ -115,7 +125,7 @@ def jobs_table(comparison: Comparison) -> str:
             fmt_params(r.num_parameters),
             fmt_number(r.gflops, 2),
             f"{fmt_percent(r.best_val_accuracy)} ({r.best_epoch or MISSING})",
-            "baseline"
+            _("baseline")
             if r.job_id == comparison.baseline_job_id
             else fmt_delta(r.delta.get("best_val_accuracy"), percent_points=True),
             f"{fmt_percent(r.final_train_accuracy)} / {fmt_percent(r.final_val_accuracy)}",
@@ -132,13 +142,51 @@ def jobs_table(comparison: Comparison) -> str:
 def fairness_lines(comparison: Comparison) -> list[str]:
     if not comparison.warnings:
         return [
-            "**Fair comparison:** every job used the same dataset split, image size, "
-            "epochs and hyperparameters; only the architecture (and seeds within repeats) "
-            "differ."
+            _(
+                "**Fair comparison:** every job used the same dataset split, image size, "
+                "epochs and hyperparameters; only the architecture (and seeds within repeats) "
+                "differ."
+            )
         ]
-    return ["**Fair comparison: not guaranteed.**", ""] + [
-        f"- ⚠ `{w.field}`: {w.message}" for w in comparison.warnings
+    return [_("**Fair comparison: not guaranteed.**"), ""] + [
+        f"- ⚠ `{w.field}`: {warning_text(w)}" for w in comparison.warnings
     ]
+
+
+# Why a difference biases the comparison, by the warning's field (its prefix up to a dot).
+WARNING_REASONS = {
+    "dataset_id": N_("jobs were trained on different datasets"),
+    "hyperparameters.val_fraction": N_("jobs use different train/validation splits"),
+    "hyperparameters.split_seed": N_("jobs use different train/validation splits"),
+    "hyperparameters.image_size": N_(
+        "jobs use different image sizes: accuracy and cost depend on the input resolution"
+    ),
+    "hyperparameters.epochs": N_("jobs were given different numbers of epochs"),
+    "hyperparameters.seed": N_(
+        "configurations were run with different seeds, so their differences include "
+        "initialisation and shuffling noise"
+    ),
+    "hyperparameters": N_("a hyperparameter differs, not only the architecture"),
+    "device": N_(
+        "jobs ran on different devices: seconds per epoch and images/second are not comparable"
+    ),
+    "status": N_("not every job succeeded; their numbers are partial"),
+    "epochs_run": N_("jobs trained for different numbers of epochs"),
+}
+
+
+def warning_text(warning: FairnessWarning) -> str:
+    """The warning's message; in another language, its reason translated and the values."""
+    if current().code == "en":
+        return warning.message
+    reason = WARNING_REASONS.get(warning.field) or WARNING_REASONS.get(
+        warning.field.split(".")[0], N_("the jobs differ in this setting")
+    )
+    values = ", ".join(
+        _("job {job}: {value}").format(job=job, value=value)
+        for job, value in warning.values.items()
+    )
+    return f"{_(reason)} ({values})"
 
 
 # --- group (repeat) statistics -------------------------------------------------------------------
@@ -146,18 +194,18 @@ def fairness_lines(comparison: Comparison) -> list[str]:
 
 def groups_table(groups: Sequence[GroupSummary]) -> str:
     header = [
-        "model",
-        "runs",
-        "params",
-        "GFLOPs",
-        "best val acc",
-        "final train acc",
-        "final val acc",
-        "final train loss",
-        "final val loss",
-        "s / epoch",
-        "train img/s",
-        "latency ms",
+        _("model"),
+        _("runs"),
+        _("params"),
+        _("GFLOPs"),
+        _("best val acc"),
+        _("final train acc"),
+        _("final val acc"),
+        _("final train loss"),
+        _("final val loss"),
+        _("s / epoch"),
+        _("train img/s"),
+        _("latency ms"),
     ]
     rows = [
         [
@@ -182,38 +230,38 @@ def groups_table(groups: Sequence[GroupSummary]) -> str:
 # (header, metric, how to show the value, how to show the difference)
 DELTA_TABLE: list[tuple[str, str, Callable[[Stat], str], Callable[[Delta | None], str]]] = [
     (
-        "best val acc",
+        N_("best val acc"),
         "best_val_accuracy",
         lambda s: fmt_percent(s.mean, s.std),
         lambda d: fmt_delta(d, percent_points=True),
     ),
     (
-        "final val acc",
+        N_("final val acc"),
         "final_val_accuracy",
         lambda s: fmt_percent(s.mean, s.std),
         lambda d: fmt_delta(d, percent_points=True),
     ),
-    ("final val loss", "final_val_loss", lambda s: fmt_number(s.mean, 3, s.std), fmt_delta),
-    ("params", "num_parameters", lambda s: fmt_params(s.mean), lambda d: fmt_relative(d)),
-    ("GFLOPs", "gflops", lambda s: fmt_number(s.mean, 2), lambda d: fmt_relative(d)),
-    ("s / epoch", "mean_epoch_seconds", lambda s: fmt_number(s.mean, 1), lambda d: fmt_relative(d)),
-    ("latency ms", "inference_ms", lambda s: fmt_number(s.mean, 1), lambda d: fmt_relative(d)),
+    (N_("final val loss"), "final_val_loss", lambda s: fmt_number(s.mean, 3, s.std), fmt_delta),
+    (N_("params"), "num_parameters", lambda s: fmt_params(s.mean), fmt_relative),
+    (N_("GFLOPs"), "gflops", lambda s: fmt_number(s.mean, 2), fmt_relative),
+    (N_("s / epoch"), "mean_epoch_seconds", lambda s: fmt_number(s.mean, 1), fmt_relative),
+    (N_("latency ms"), "inference_ms", lambda s: fmt_number(s.mean, 1), fmt_relative),
 ]
 
 
 def delta_table(comparison: Comparison) -> str:
     """Every model against the comparison's baseline group (means when there are repeats)."""
-    header = ["model"] + [name for name, *_ in DELTA_TABLE]
+    header = [_("model")] + [_(name) for name, *_rest in DELTA_TABLE]
     rows = []
     for g in comparison.groups:
         is_baseline = g.group == comparison.baseline_group
         rows.append(
-            [f"{g.label} (baseline)" if is_baseline else g.label]
+            [_("{model} (baseline)").format(model=g.label) if is_baseline else g.label]
             + [
                 value(g.stats[metric])
                 if is_baseline
                 else f"{value(g.stats[metric])} ({difference(g.delta.get(metric))})"
-                for _, metric, value, difference in DELTA_TABLE
+                for _name, metric, value, difference in DELTA_TABLE
             ]
         )
     return markdown_table(header, rows)

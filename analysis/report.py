@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
@@ -28,12 +27,14 @@ from analysis.formatting import (
     fmt_number,
     fmt_params,
     fmt_percent,
+    fmt_points,
     fmt_relative,
     markdown_table,
     slug,
     stat_number,
     stat_percent,
 )
+from analysis.i18n import N_, _, ngettext, number
 from analysis.plots import (
     Curve,
     TradeoffPoint,
@@ -41,7 +42,6 @@ from analysis.plots import (
     gradient_flow_figure,
     gradients_figure,
     stages_of,
-    to_png,
     tradeoff_figure,
 )
 from analysis.renderers import delta_table, fairness_lines, groups_table, jobs_table
@@ -86,19 +86,11 @@ class StudyData:
     epochs: dict[int, list[EpochMetrics]]
     baselines: list[int] = field(default_factory=list)
     dataset: dict[str, Any] = field(default_factory=dict)
-    title: str = "Architecture study"
+    title: str = N_("Architecture study")
     command: str | None = None
-
-
-def write_report(study: StudyData, out_dir: Path) -> Path:
-    """Write report.md and its PNG figures into `out_dir`; return the path of report.md."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    markdown, figures = render_report(study)
-    for name, figure in figures.items():
-        (out_dir / name).write_bytes(to_png(figure))
-    report = out_dir / "report.md"
-    report.write_text(markdown, encoding="utf-8")
-    return report
+    generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # architecture name -> the registry's facts about it (name, description, default_options)
+    architectures: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def render_report(study: StudyData) -> tuple[str, dict[str, Figure]]:
@@ -124,66 +116,94 @@ def render_report(study: StudyData) -> tuple[str, dict[str, Figure]]:
 def _header(study: StudyData) -> str:
     name = study.dataset.get("name")
     lines = [
-        f"# {study.title}" + (f": {name}" if name else ""),
+        f"# {_(study.title)}" + (f": {name}" if name else ""),
         "",
-        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from jobs "
-        f"{', '.join(str(i) for i in study.comparison.job_ids)}. Every number in this report "
-        "is computed from the runs' stored metrics; the only typed-in figures are the "
-        "reference study's, in columns labelled *reference study reported*.",
+        _(
+            "Generated {when} UTC from jobs {jobs}. Every number in this report is computed "
+            "from the runs' stored metrics; the only typed-in figures are the reference "
+            "study's, in columns labelled *reference study reported*."
+        ).format(when=f"{study.generated_at:%Y-%m-%d %H:%M}", jobs=job_list(study)),
     ]
     if study.command:
-        lines += ["", f"Produced with `{study.command}`."]
+        lines += ["", provenance(study)]
     return "\n".join(lines)
 
 
-def _groups_by_job(comparison: Comparison) -> dict[int, GroupSummary]:
+def job_list(study: StudyData) -> str:
+    return ", ".join(str(i) for i in study.comparison.job_ids)
+
+
+def provenance(study: StudyData) -> str:
+    return _("Produced with `{command}`.").format(command=study.command)
+
+
+def groups_by_job(comparison: Comparison) -> dict[int, GroupSummary]:
     return {job_id: g for g in comparison.groups for job_id in g.job_ids}
 
 
 def _summary(study: StudyData) -> str:
     """A few sentences that answer the study's questions from the numbers, noise included."""
     comparison = study.comparison
-    by_job = _groups_by_job(comparison)
+    by_job = groups_by_job(comparison)
     baselines = [by_job[b] for b in study.baselines if b in by_job]
-    lines = ["## Summary", ""]
+    lines = ["## " + _("Summary"), ""]
     if len(baselines) >= 2:
         plain, residual = baselines[0], baselines[1]
         lines.append(_degradation_sentence(plain, residual))
         versus_plain = rebase(comparison, study.baselines[0])
-        residual_vs_plain = _groups_by_job(versus_plain)[study.baselines[1]]
+        residual_vs_plain = groups_by_job(versus_plain)[study.baselines[1]]
         lines.append(
-            f"- **{residual.label} vs {plain.label}**: best validation accuracy "
-            f"{_accuracy_change(residual_vs_plain)}."
+            _("- **{model} vs {baseline}**: best validation accuracy {change}.").format(
+                model=residual.label,
+                baseline=plain.label,
+                change=accuracy_change(residual_vs_plain),
+            )
         )
     if baselines:
         reference = baselines[-1]
-        versus = _groups_by_job(rebase(comparison, study.baselines[len(baselines) - 1]))
+        versus = groups_by_job(rebase(comparison, study.baselines[len(baselines) - 1]))
         baseline_keys = {g.group for g in baselines}
         for group in comparison.groups:
             if group.group in baseline_keys:
                 continue
             lines.append(
-                f"- **{group.label} vs {reference.label}**: "
-                f"{_cost_benefit(versus[group.job_ids[0]])}."
+                _("- **{model} vs {baseline}**: {cost_benefit}.").format(
+                    model=group.label,
+                    baseline=reference.label,
+                    cost_benefit=cost_benefit(versus[group.job_ids[0]]),
+                )
             )
-    top = max((g.stats["best_val_accuracy"].mean or 0.0) for g in comparison.groups)
-    leaders = [g.label for g in comparison.groups if g.stats["best_val_accuracy"].mean == top]
-    lines.append(
-        f"- Highest best validation accuracy: **{' = '.join(leaders)}** ({fmt_percent(top)})"
-        + (" — a tie." if len(leaders) > 1 else ".")
-    )
-    if len(comparison.groups) > 1 and _all_within_noise(comparison, study.baselines):
+    lines.append("- " + highest_accuracy_sentence(comparison))
+    if len(comparison.groups) > 1 and all_within_noise(comparison, study.baselines):
         lines.append(
-            "- None of these differences in best validation accuracy is larger than the noise "
-            "(see *Noise*): these runs do not rank the architectures. More epochs, more images "
-            "or `--repeats` would."
+            _(
+                "- None of these differences in best validation accuracy is larger than the "
+                "noise (see *Noise*): these runs do not rank the architectures. More epochs, "
+                "more images or `--repeats` would."
+            )
         )
     if comparison.warnings:
-        lines.append(f"- ⚠ {len(comparison.warnings)} fairness warning(s): see *Fair comparison*.")
+        lines.append(
+            _("- ⚠ {count} fairness warning(s): see *Fair comparison*.").format(
+                count=len(comparison.warnings)
+            )
+        )
     return "\n".join(lines)
 
 
-def _all_within_noise(comparison: Comparison, baselines: Sequence[int]) -> bool:
+def highest_accuracy_sentence(comparison: Comparison) -> str:
+    """Which model has the highest best validation accuracy (a tie is said to be one)."""
+    top = max((g.stats["best_val_accuracy"].mean or 0.0) for g in comparison.groups)
+    leaders = [g.label for g in comparison.groups if g.stats["best_val_accuracy"].mean == top]
+    message = (
+        _("Highest best validation accuracy: **{models}** ({value}) — a tie.")
+        if len(leaders) > 1
+        else _("Highest best validation accuracy: **{models}** ({value}).")
+    )
+    return message.format(models=" = ".join(leaders), value=fmt_percent(top))
+
+
+def all_within_noise(comparison: Comparison, baselines: Sequence[int]) -> bool:
     deltas = [
         group.delta.get("best_val_accuracy")
         for baseline in baselines
@@ -194,44 +214,65 @@ def _all_within_noise(comparison: Comparison, baselines: Sequence[int]) -> bool:
 
 def _degradation_sentence(plain: GroupSummary, residual: GroupSummary) -> str:
     """Degradation shows as a higher *training* loss of the plain net, not only worse validation."""
+    return "- " + degradation_sentence(plain, residual)
+
+
+def degradation_sentence(plain: GroupSummary, residual: GroupSummary) -> str:
+    """Whether the plain net fits its training set worse, from the final training loss."""
     p_loss, r_loss = plain.stats["final_train_loss"].mean, residual.stats["final_train_loss"].mean
     p_acc = plain.stats["final_train_accuracy"].mean
     r_acc = residual.stats["final_train_accuracy"].mean
     if p_loss is None or r_loss is None:
-        return f"- Degradation: no finished epochs for {plain.label} or {residual.label}."
-    verdict = (
-        "fits its training set worse than"
+        return _("Degradation: no finished epochs for {plain} or {residual}.").format(
+            plain=plain.label, residual=residual.label
+        )
+    message = (
+        _(
+            "**Degradation**: {plain} fits its training set worse than {residual} — final "
+            "training loss {plain_loss} vs {residual_loss}, training accuracy {plain_accuracy} "
+            "vs {residual_accuracy}."
+        )
         if p_loss > r_loss
-        else "fits its training set at least as well as"
+        else _(
+            "**Degradation**: {plain} fits its training set at least as well as {residual} — "
+            "final training loss {plain_loss} vs {residual_loss}, training accuracy "
+            "{plain_accuracy} vs {residual_accuracy}."
+        )
     )
-    return (
-        f"- **Degradation**: {plain.label} {verdict} {residual.label} — final training loss "
-        f"{p_loss:.3f} vs {r_loss:.3f}, training accuracy {fmt_percent(p_acc)} vs "
-        f"{fmt_percent(r_acc)}."
+    return message.format(
+        plain=plain.label,
+        residual=residual.label,
+        plain_loss=fmt_number(p_loss),
+        residual_loss=fmt_number(r_loss),
+        plain_accuracy=fmt_percent(p_acc),
+        residual_accuracy=fmt_percent(r_acc),
     )
 
 
-def _accuracy_change(group: GroupSummary) -> str:
+def accuracy_change(group: GroupSummary) -> str:
+    """'+4.9 pp, +12%, within noise (±21.7 pp)': the best-accuracy delta and whether it counts."""
     d = group.delta.get("best_val_accuracy")
     if d is None or d.absolute is None:
-        return "not available"
-    noise = (
-        f"within noise (±{100 * d.noise:.1f} pp)"
-        if d.within_noise
-        else f"beyond noise (±{100 * d.noise:.1f} pp)"
-        if d.noise is not None
-        else "noise unknown"
-    )
-    return f"{fmt_delta(d, True).replace(', ≈ noise', '')}, {noise}"
+        return _("not available")
+    if d.noise is None:
+        noise = _("noise unknown")
+    else:
+        noise = _("within noise ({noise})") if d.within_noise else _("beyond noise ({noise})")
+        noise = noise.format(noise="±" + fmt_points(d.noise).lstrip("+"))
+    return f"{fmt_delta(d, True, mark_noise=False)}, {noise}"
 
 
-def _cost_benefit(group: GroupSummary) -> str:
+def cost_benefit(group: GroupSummary) -> str:
     d = group.delta
-    return (
-        f"best validation accuracy {_accuracy_change(group)}; parameters "
-        f"{fmt_relative(d.get('num_parameters'))}, GFLOPs {fmt_relative(d.get('gflops'))}, time "
-        f"per epoch {fmt_relative(d.get('mean_epoch_seconds'))}, latency "
-        f"{fmt_relative(d.get('inference_ms'))}"
+    return _(
+        "best validation accuracy {change}; parameters {parameters}, GFLOPs {gflops}, time "
+        "per epoch {time}, latency {latency}"
+    ).format(
+        change=accuracy_change(group),
+        parameters=fmt_relative(d.get("num_parameters")),
+        gflops=fmt_relative(d.get("gflops")),
+        time=fmt_relative(d.get("mean_epoch_seconds")),
+        latency=fmt_relative(d.get("inference_ms")),
     )
 
 
@@ -244,16 +285,17 @@ def _data_section(dataset: dict[str, Any]) -> str:
         for name, c in counts.items()
     ]
     lines = [
-        "## Data",
+        "## " + _("Data"),
         "",
-        f"{dataset.get('num_images', MISSING)} images in "
-        f"{len(dataset.get('classes') or [])} classes (default split shown).",
+        _("{images} images in {classes} classes (default split shown).").format(
+            images=dataset.get("num_images", MISSING), classes=len(dataset.get("classes") or [])
+        ),
         "",
-        markdown_table(["class", "train", "validation", "total"], rows),
+        markdown_table([_("class"), _("train"), _("validation"), _("total")], rows),
     ]
     skipped = dataset.get("skipped") or []
     if skipped:
-        lines += ["", f"{len(skipped)} file(s) skipped:", ""]
+        lines += ["", _("{count} file(s) skipped:").format(count=len(skipped)), ""]
         lines += [f"- `{s.get('file', s.get('path'))}`: {s.get('reason')}" for s in skipped]
     return "\n".join(lines)
 
@@ -262,18 +304,18 @@ def _configuration_section(comparison: Comparison) -> str:
     shared = comparison.shared_hyperparameters
     rows = [[f"`{k}`", f"`{v}`"] for k, v in shared.items()]
     lines = [
-        "## Training configuration",
+        "## " + _("Training configuration"),
         "",
-        "Settings shared by every job:",
+        _("Settings shared by every job:"),
         "",
-        markdown_table(["setting", "value"], rows),
+        markdown_table([_("setting"), _("value")], rows),
     ]
     if comparison.differing:
         lines += [
             "",
-            "Settings that differ between jobs: "
-            + ", ".join(f"`{k}`" for k in comparison.differing)
-            + ".",
+            _("Settings that differ between jobs: {settings}.").format(
+                settings=", ".join(f"`{k}`" for k in comparison.differing)
+            ),
         ]
     models = [
         [
@@ -284,13 +326,13 @@ def _configuration_section(comparison: Comparison) -> str:
         ]
         for g in comparison.groups
     ]
-    header = ["model", "architecture", "options beyond the architecture's own", "seeds"]
+    header = [_("model"), _("architecture"), _("options beyond the architecture's own"), _("seeds")]
     lines += ["", markdown_table(header, models)]
     return "\n".join(lines)
 
 
 def _fairness_section(comparison: Comparison) -> str:
-    return "\n".join(["## Fair comparison", "", *fairness_lines(comparison)])
+    return "\n".join(["## " + _("Fair comparison"), "", *fairness_lines(comparison)])
 
 
 # --- per model ------------------------------------------------------------------------------
@@ -303,12 +345,12 @@ def _curve(label: str, epochs: Sequence[EpochMetrics]) -> Curve:
 def _per_model_section(study: StudyData, figures: dict[str, Figure]) -> str:
     comparison = study.comparison
     rows = {r.job_id: r for r in comparison.rows}
-    lines = ["## Results per model"]
+    lines = ["## " + _("Results per model")]
     for group in comparison.groups:
         name = f"curves-{slug(group.label)}.png"
         runs = [rows[i] for i in group.job_ids]
         curves = [
-            _curve(f"seed {r.seed}" if len(runs) > 1 else r.label, study.epochs.get(r.job_id, []))
+            _curve(seed_label(r) if len(runs) > 1 else r.label, study.epochs.get(r.job_id, []))
             for r in runs
         ]
         figures[name] = curves_figure(curves, title=group.label)
@@ -316,57 +358,70 @@ def _per_model_section(study: StudyData, figures: dict[str, Figure]) -> str:
             "",
             f"### {group.label}",
             "",
-            f"![{group.label} curves]({name})",
+            f"![{curves_alt(group.label)}]({name})",
             "",
-            _model_summary_table(group),
+            model_summary_table(group),
         ]
         if len(runs) > 1:
             lines += ["", _runs_table(runs)]
         else:
-            lines += ["", _epochs_table(study.epochs.get(runs[0].job_id, []))]
+            lines += ["", epochs_table(study.epochs.get(runs[0].job_id, []))]
     return "\n".join(lines)
 
 
-def _model_summary_table(group: GroupSummary) -> str:
+def seed_label(row: ComparisonRow) -> str:
+    return _("seed {seed}").format(seed=row.seed)
+
+
+def curves_alt(label: str) -> str:
+    return _("{model} curves").format(model=label)
+
+
+def model_summary_table(group: GroupSummary) -> str:
     reference = REFERENCE_STUDY.get(group.architecture) if not group.explicit_options else None
     s = group.stats
     values = [
         (
-            "best validation accuracy",
+            N_("best validation accuracy"),
             stat_percent(s["best_val_accuracy"]),
             "best_val_accuracy",
             fmt_percent,
         ),
         (
-            "final validation accuracy",
+            N_("final validation accuracy"),
             stat_percent(s["final_val_accuracy"]),
             "final_val_accuracy",
             fmt_percent,
         ),
         (
-            "final training accuracy",
+            N_("final training accuracy"),
             stat_percent(s["final_train_accuracy"]),
             "final_train_accuracy",
             fmt_percent,
         ),
-        ("final validation loss", stat_number(s["final_val_loss"]), "final_val_loss", fmt_number),
         (
-            "final training loss",
+            N_("final validation loss"),
+            stat_number(s["final_val_loss"]),
+            "final_val_loss",
+            fmt_number,
+        ),
+        (
+            N_("final training loss"),
             stat_number(s["final_train_loss"]),
             "final_train_loss",
             fmt_number,
         ),
-        ("parameters", fmt_params(s["num_parameters"].mean), "num_parameters", fmt_params),
-        ("GFLOPs per image", fmt_number(s["gflops"].mean, 2), "gflops", fmt_number),
-        ("seconds per epoch", stat_number(s["mean_epoch_seconds"], 1), "", None),
-        ("inference latency (ms / image, CPU)", stat_number(s["inference_ms"], 1), "", None),
+        (N_("parameters"), fmt_params(s["num_parameters"].mean), "num_parameters", fmt_params),
+        (N_("GFLOPs per image"), fmt_number(s["gflops"].mean, 2), "gflops", fmt_number),
+        (N_("seconds per epoch"), stat_number(s["mean_epoch_seconds"], 1), "", None),
+        (N_("inference latency (ms / image, CPU)"), stat_number(s["inference_ms"], 1), "", None),
     ]
-    header = ["metric", f"this study ({_runs(group)})"]
+    header = [_("metric"), _("this study ({runs})").format(runs=_runs(group))]
     if reference:
-        header.append("reference study reported (224 px, 5 classes, 8 epochs)")
+        header.append(_("reference study reported (224 px, 5 classes, 8 epochs)"))
     rows = []
     for name, ours, key, fmt in values:
-        row = [name, ours]
+        row = [_(name), ours]
         if reference:
             row.append(fmt(reference[key]) if fmt and key in reference else MISSING)
         rows.append(row)
@@ -374,18 +429,23 @@ def _model_summary_table(group: GroupSummary) -> str:
 
 
 def _runs(group: GroupSummary) -> str:
-    return "1 run" if len(group.job_ids) == 1 else f"mean ± std of {len(group.job_ids)} runs"
+    count = len(group.job_ids)
+    if count == 1:
+        return _("1 run")
+    return ngettext("mean ± std of {count} run", "mean ± std of {count} runs", count).format(
+        count=count
+    )
 
 
 def _runs_table(runs: Sequence[ComparisonRow]) -> str:
     header = [
-        "job",
-        "seed",
-        "best val acc (epoch)",
-        "final train acc",
-        "final val acc",
-        "final train loss",
-        "final val loss",
+        _("job"),
+        _("seed"),
+        _("best val acc (epoch)"),
+        _("final train acc"),
+        _("final val acc"),
+        _("final train loss"),
+        _("final val loss"),
     ]
     rows = [
         [
@@ -402,16 +462,16 @@ def _runs_table(runs: Sequence[ComparisonRow]) -> str:
     return markdown_table(header, rows)
 
 
-def _epochs_table(epochs: Sequence[EpochMetrics]) -> str:
+def epochs_table(epochs: Sequence[EpochMetrics]) -> str:
     header = [
-        "epoch",
-        "train loss",
-        "train acc",
-        "val loss",
-        "val acc",
-        "lr",
-        "seconds",
-        "train img/s",
+        _("epoch"),
+        _("train loss"),
+        _("train acc"),
+        _("val loss"),
+        _("val acc"),
+        _("lr"),
+        _("seconds"),
+        _("train img/s"),
     ]
     rows = [
         [
@@ -420,54 +480,80 @@ def _epochs_table(epochs: Sequence[EpochMetrics]) -> str:
             fmt_percent(m.train_accuracy),
             fmt_number(m.val_loss),
             fmt_percent(m.val_accuracy),
-            f"{m.lr:.2g}",
+            number(m.lr, ".2g"),
             fmt_number(m.epoch_seconds, 1),
             fmt_number(m.train_images_per_second, 1),
         ]
         for m in sorted(epochs, key=lambda m: m.epoch)
     ]
-    return markdown_table(header, rows) + "\n\nBold: the epoch the engine kept as best."
+    return markdown_table(header, rows) + "\n\n" + _("Bold: the epoch the engine kept as best.")
 
 
 # --- gradient flow ---------------------------------------------------------------------------
 
 
+def first_runs(study: StudyData) -> list[tuple[str, list[EpochMetrics]]]:
+    """Each model's label and the epochs of its first run."""
+    return [(g.label, study.epochs.get(g.job_ids[0], [])) for g in study.comparison.groups]
+
+
+def has_gradients(runs: Sequence[tuple[str, Sequence[EpochMetrics]]]) -> bool:
+    return any(m.grad_norms for _label, epochs in runs for m in epochs)
+
+
+def end_to_end_ratio(epochs: Sequence[EpochMetrics], stages: Sequence[str], which: int) -> str:
+    """First stage's gradient norm over the last stage's, in epoch `which` (0 first, -1 last)."""
+    ordered = sorted(epochs, key=lambda m: m.epoch)
+    norms = ordered[which].grad_norms if ordered else {}
+    return _ratio(norms.get(stages[0]), norms.get(stages[-1]))
+
+
+def gradient_flow(study: StudyData, figures: dict[str, Figure]) -> list[str]:
+    """The gradient-flow figure of every model's first run; returns its stage names."""
+    runs = first_runs(study)
+    figures["gradient-flow.png"] = gradient_flow_figure([_curve(n, e) for n, e in runs])
+    return stages_of([_curve(n, e) for n, e in runs])
+
+
 def _gradient_section(study: StudyData, figures: dict[str, Figure]) -> str:
-    first_runs = [(g.label, study.epochs.get(g.job_ids[0], [])) for g in study.comparison.groups]
-    if not any(m.grad_norms for _, epochs in first_runs for m in epochs):
+    runs = first_runs(study)
+    if not has_gradients(runs):
         return ""
     lines = [
-        "## Gradient flow",
+        "## " + _("Gradient flow"),
         "",
-        "Mean L2 norm of each stage's gradient over an epoch (first run of each model), from "
-        "the input (stem) to the output (classifier). Vanishing gradients would show as norms "
-        "falling towards the stem; *stem / classifier* is the ratio of the two ends.",
+        _(
+            "Mean L2 norm of each stage's gradient over an epoch (first run of each model), "
+            "from the input (stem) to the output (classifier). Vanishing gradients would show "
+            "as norms falling towards the stem; *stem / classifier* is the ratio of the two ends."
+        ),
         "",
-        "![gradient flow](gradient-flow.png)",
+        "![" + _("gradient flow") + "](gradient-flow.png)",
     ]
-    figures["gradient-flow.png"] = gradient_flow_figure([_curve(n, e) for n, e in first_runs])
-    stages = stages_of([_curve(n, e) for n, e in first_runs])
+    stages = gradient_flow(study, figures)
     rows = []
-    for label, epochs in first_runs:
+    for label, epochs in runs:
         ordered = sorted(epochs, key=lambda m: m.epoch)
-        for when, metrics in (("first", ordered[:1]), ("last", ordered[-1:])):
+        for when, metrics in ((_("first"), ordered[:1]), (_("last"), ordered[-1:])):
             norms = metrics[0].grad_norms if metrics else {}
             ratio = _ratio(norms.get(stages[0]), norms.get(stages[-1]))
             rows.append([label, when] + [_norm(norms.get(s)) for s in stages] + [ratio])
         name = f"gradients-{slug(label)}.png"
         figures[name] = gradients_figure(_curve(label, epochs))
-        lines += ["", f"![{label} gradients]({name})"]
-    header = ["model", "epoch", *stages, f"{stages[0]} / {stages[-1]}"]
+        lines += ["", "![" + _("{model} gradients").format(model=label) + f"]({name})"]
+    header = [_("model"), _("epoch"), *stages, f"{stages[0]} / {stages[-1]}"]
     lines += ["", markdown_table(header, rows)]
     return "\n".join(lines)
 
 
 def _norm(value: float | None) -> str:
-    return MISSING if value is None else f"{value:.3g}"
+    return MISSING if value is None else number(value, ".3g")
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> str:
-    return MISSING if numerator is None or not denominator else f"{numerator / denominator:.3g}"
+    return (
+        MISSING if numerator is None or not denominator else number(numerator / denominator, ".3g")
+    )
 
 
 # --- comparisons -----------------------------------------------------------------------------
@@ -477,14 +563,16 @@ def _baseline_section(comparison: Comparison, baseline_job_id: int) -> str:
     if baseline_job_id not in comparison.job_ids:
         return ""
     rebased = rebase(comparison, baseline_job_id)
-    label = _groups_by_job(rebased)[baseline_job_id].label
+    label = groups_by_job(rebased)[baseline_job_id].label
     return "\n".join(
         [
-            f"## Comparison against {label}",
+            "## " + _("Comparison against {model}").format(model=label),
             "",
-            f"Each cell: value (difference to {label}: absolute, relative). Accuracy differences "
-            "are in percentage points (pp); *≈ noise* marks a difference within two standard "
-            "errors (see *Noise*).",
+            _(
+                "Each cell: value (difference to {model}: absolute, relative). Accuracy "
+                "differences are in percentage points (pp); *≈ noise* marks a difference within "
+                "two standard errors (see *Noise*)."
+            ).format(model=label),
             "",
             delta_table(rebased),
         ]
@@ -495,26 +583,25 @@ def _all_models_section(study: StudyData, figures: dict[str, Figure]) -> str:
     comparison = study.comparison
     figures["curves-all.png"] = curves_figure(
         [_curve(r.label, study.epochs.get(r.job_id, [])) for r in comparison.rows],
-        title="All models",
+        title=_("All models"),
     )
     return "\n".join(
         [
-            "## Comparison of all models",
+            "## " + _("Comparison of all models"),
             "",
-            "![all models](curves-all.png)",
+            "![" + _("all models") + "](curves-all.png)",
             "",
             groups_table(comparison.groups),
             "",
-            "Every job:",
+            _("Every job:"),
             "",
             jobs_table(comparison),
         ]
     )
 
 
-def _tradeoff_section(study: StudyData, figures: dict[str, Figure]) -> str:
-    groups = study.comparison.groups
-    points = [
+def tradeoff_points(groups: Sequence[GroupSummary]) -> list[TradeoffPoint]:
+    return [
         TradeoffPoint(
             label=g.label,
             accuracy=g.stats["best_val_accuracy"].mean,
@@ -526,15 +613,17 @@ def _tradeoff_section(study: StudyData, figures: dict[str, Figure]) -> str:
         )
         for g in groups
     ]
-    figures["tradeoff.png"] = tradeoff_figure(points)
+
+
+def tradeoff_table(points: Sequence[TradeoffPoint]) -> str:
     header = [
-        "model",
-        "best val acc",
-        "params",
-        "GFLOPs",
-        "s / epoch",
-        "latency ms",
-        "Pareto-optimal for",
+        _("model"),
+        _("best val acc"),
+        _("params"),
+        _("GFLOPs"),
+        _("s / epoch"),
+        _("latency ms"),
+        _("Pareto-optimal for"),
     ]
     rows = [
         [
@@ -544,32 +633,40 @@ def _tradeoff_section(study: StudyData, figures: dict[str, Figure]) -> str:
             fmt_number(p.gflops, 2),
             fmt_number(p.epoch_seconds, 1),
             fmt_number(p.latency_ms, 1),
-            ", ".join(pareto_costs(p, points)) or MISSING,
+            ", ".join(_(cost) for cost in pareto_costs(p, points)) or MISSING,
         ]
         for p in points
     ]
+    return markdown_table(header, rows)
+
+
+def _tradeoff_section(study: StudyData, figures: dict[str, Figure]) -> str:
+    points = tradeoff_points(study.comparison.groups)
+    figures["tradeoff.png"] = tradeoff_figure(points)
     return "\n".join(
         [
-            "## Trade-offs",
+            "## " + _("Trade-offs"),
             "",
-            "Best validation accuracy against what it costs. A model is *Pareto-optimal* for a "
-            "cost when no other model is at least as accurate and at most as costly (and better "
-            "in one). Seconds per epoch and latency are wall-clock times on the machine that ran "
-            "the jobs; other work on it inflates them, so compare them only between runs made "
-            "under the same conditions.",
+            _(
+                "Best validation accuracy against what it costs. A model is *Pareto-optimal* "
+                "for a cost when no other model is at least as accurate and at most as costly "
+                "(and better in one). Seconds per epoch and latency are wall-clock times on the "
+                "machine that ran the jobs; other work on it inflates them, so compare them only "
+                "between runs made under the same conditions."
+            ),
             "",
-            "![trade-offs](tradeoff.png)",
+            "![" + _("trade-offs") + "](tradeoff.png)",
             "",
-            markdown_table(header, rows),
+            tradeoff_table(points),
         ]
     )
 
 
 COST_NAMES = {
-    "parameters": "params",
-    "gflops": "GFLOPs",
-    "epoch_seconds": "time",
-    "latency_ms": "latency",
+    "parameters": N_("params"),
+    "gflops": N_("GFLOPs"),
+    "epoch_seconds": N_("time"),
+    "latency_ms": N_("latency"),
 }
 
 
@@ -603,19 +700,25 @@ def _noise_section(comparison: Comparison) -> str:
     n = min(sizes)
     se = accuracy_standard_error(0.5, n) or 0.0
     repeats = max(len(g.job_ids) for g in comparison.groups)
-    text = (
-        f"The validation set has {n} images, so one image is {100 / n:.1f} percentage "
-        f"points and the binomial standard error of an accuracy near 50% is "
-        f"±{100 * se:.1f} pp. Differences smaller than two standard errors of the difference "
-        "are marked *≈ noise*."
-    )
-    text += (
-        f" With {repeats} runs per model the standard errors come from the spread over seeds."
+    return "\n".join(["## " + _("Noise"), "", noise_text(n, se, repeats)])
+
+
+def noise_text(n: int, se: float, repeats: int) -> str:
+    """What one validation image and the binomial standard error are worth, in words."""
+    text = _(
+        "The validation set has {n} images, so one image is {image} percentage points and the "
+        "binomial standard error of an accuracy near {half} is ±{se} pp. Differences smaller "
+        "than two standard errors of the difference are marked *≈ noise*."
+    ).format(n=n, image=number(100 / n, ".1f"), se=number(100 * se, ".1f"), half="50%")
+    text += " " + (
+        _("With {repeats} runs per model the standard errors come from the spread over seeds.")
         if repeats > 1
-        else " Each model ran once, so the error covers only the "
-        "finite validation set, not the seed; `--repeats` measures that too."
-    )
-    return "\n".join(["## Noise", "", text])
+        else _(
+            "Each model ran once, so the error covers only the finite validation set, not the "
+            "seed; `--repeats` measures that too."
+        )
+    ).format(repeats=repeats)
+    return text
 
 
 def _jobs_section(comparison: Comparison) -> str:
@@ -625,8 +728,10 @@ def _jobs_section(comparison: Comparison) -> str:
     ]
     return "\n".join(
         [
-            "## Jobs",
+            "## " + _("Jobs"),
             "",
-            markdown_table(["job", "model", "status", "seed", "epochs", "device"], rows),
+            markdown_table(
+                [_("job"), _("model"), _("status"), _("seed"), _("epochs"), _("device")], rows
+            ),
         ]
     )

@@ -79,6 +79,10 @@ class Backend(Protocol):
 
     def epochs(self, job_id: int) -> list[EpochMetrics]: ...
 
+    def architectures(self) -> dict[str, dict[str, Any]]:
+        """The registry: name -> {name, description, default_options}."""
+        ...
+
 
 def submit_study(backend: Backend, plan: StudyPlan, data: Path) -> dict[int, str]:
     """Register the data and create every job; returns job id -> label for the progress display."""
@@ -109,6 +113,7 @@ def gather_study(backend: Backend, job_ids: Sequence[int], command: str | None) 
         baselines=baselines,
         dataset=backend.dataset(comparison.rows[0].dataset_id),
         command=command,
+        architectures=backend.architectures(),
     )
 
 

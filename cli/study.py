@@ -20,7 +20,7 @@ import httpx
 import typer
 from rich.console import Console
 
-from analysis.report import write_report
+from analysis.i18n import LANGUAGES
 from analysis.study import (
     Backend,
     StudyError,
@@ -29,9 +29,11 @@ from analysis.study import (
     submit_study,
     unsuccessful_jobs,
 )
+from analysis.writer import FORMATS, TEMPLATES, ReportStyle, write_report
 from cli.study_local import LocalBackend
 from cli.study_progress import follow, summary_table
 from cli.study_remote import RemoteBackend
+from core.errors import UserError
 from core.specs import PRESETS, SpecError, resolve_hyperparameters
 
 console = Console()
@@ -57,6 +59,7 @@ def run_study(
     labels: dict[int, str],
     out: Path,
     command: str,
+    style: ReportStyle,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Path:
     """Follow the jobs to the end, compare them and write the report; returns report.md.
@@ -72,7 +75,7 @@ def run_study(
         backend.stop(job_ids)
         raise typer.Exit(130) from None
     study = gather_study(backend, job_ids, command)
-    report = write_report(study, out)
+    report = write_report(study, out, style)
     console.print(summary_table(study.comparison))
     failed = unsuccessful_jobs(study.comparison)
     if failed:
@@ -159,11 +162,29 @@ def study(
     token: Annotated[
         str | None, typer.Option("--token", envvar="FOODLAB_TOKEN", help="API bearer token")
     ] = None,
+    lang: Annotated[
+        str, typer.Option("--lang", help=f"report language: {', '.join(LANGUAGES)}")
+    ] = "en",
+    template: Annotated[
+        str,
+        typer.Option(
+            "--template", help=f"report layout: {', '.join(TEMPLATES)} (the course's sections)"
+        ),
+    ] = "study",
+    report_format: Annotated[
+        str, typer.Option("--format", help=f"{' or '.join(FORMATS)} (pdf: report.md as well)")
+    ] = "md",
 ) -> None:
     """Train Plain-34, ResNet-34 and two modifications; write report.md comparing them."""
+    style = _style(lang, template, report_format)
+    report_flags = {
+        "--lang": lang if lang != "en" else None,
+        "--template": template if template != "study" else None,
+        "--format": report_format if report_format != "md" else None,
+    }
     if jobs is not None:
         job_ids = _id_list(jobs, "--jobs")
-        command = command_line({"--local": local, "--jobs": jobs, "--out": out})
+        command = command_line({"--local": local, "--jobs": jobs, **report_flags, "--out": out})
     else:
         if data is None:
             _fail("--data DIR is required (or --jobs to report on existing jobs)", 2)
@@ -180,6 +201,7 @@ def study(
                 "--seed": seed,
                 "--repeats": repeats if repeats > 1 else None,
                 "--archs": archs if archs != DEFAULT_ARCHS else None,
+                **report_flags,
                 "--out": out,
             }
         )
@@ -189,10 +211,19 @@ def study(
                 labels = {job_id: f"job {job_id}" for job_id in job_ids}
             else:
                 labels = submit_study(backend, plan, data)
-            report = run_study(backend, labels, out, command)
+            report = run_study(backend, labels, out, command, style)
     except StudyError as exc:
         _fail(str(exc), exc.exit_code)
     console.print(f"report: {report}")
+
+
+def _style(lang: str, template: str, report_format: str) -> ReportStyle:
+    """The report's style, checked before anything trains (a typo must not cost a study)."""
+    formats = ("md",) if report_format == "md" else ("md", report_format)
+    try:
+        return ReportStyle(lang, template, formats).check()
+    except UserError as exc:
+        _fail(f"--{exc.field}: {str(exc).split(': ', 1)[-1]}", 2)
 
 
 def _plan(

@@ -128,3 +128,15 @@ class LocalBackend:
                 EpochMetrics.model_validate(row, from_attributes=True)
                 for row in repo.job_metrics(session=session, job_id=job_id)
             ]
+
+    def architectures(self) -> dict[str, dict[str, Any]]:
+        import models
+
+        return {
+            name: {
+                "name": name,
+                "description": info.description,
+                "default_options": info.default_options,
+            }
+            for name, info in models.ARCHITECTURES.items()
+        }

@@ -92,6 +92,10 @@ class RemoteBackend:
         return [EpochMetrics.model_validate(row) for row in rows]
 
 
+    def architectures(self) -> dict[str, dict[str, Any]]:
+        return {entry["name"]: entry for entry in self._get("/architectures")["data"]}
+
+
 def zip_folder(folder: Path) -> bytes:
     """The folder's files in a .zip with the class folders at its root (hidden files left out)."""
     if not folder.is_dir():
