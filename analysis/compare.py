@@ -80,7 +80,10 @@ class JobRecord(BaseModel):
 
     @classmethod
     def from_row(
-        cls, job: Job, metrics: Iterable[EpochMetric], preset_options: dict[str, Any] | None = None
+        cls,
+        job: Job,
+        metrics: Iterable[EpochMetric | EpochMetrics],
+        preset_options: dict[str, Any] | None = None,
     ) -> JobRecord:
         return cls(
             id=job.id,
@@ -95,7 +98,12 @@ class JobRecord(BaseModel):
             gflops=job.gflops,
             device=job.device,
             run_info=job.run_details,
-            epochs=[EpochMetrics.model_validate(row, from_attributes=True) for row in metrics],
+            epochs=[
+                row
+                if isinstance(row, EpochMetrics)
+                else EpochMetrics.model_validate(row, from_attributes=True)
+                for row in metrics
+            ],
             preset_options=preset_options or {},
         )
 
@@ -111,18 +119,18 @@ def load_records(
     `presets` maps architecture names to their default options (models.ARCHITECTURES), which
     core cannot import; without it labels show every stored option.
     """
-    jobs = {job_id: repo.get_job(session=session, job_id=job_id) for job_id in job_ids}
-    missing = [str(job_id) for job_id, job in jobs.items() if job is None]
+    # Two queries however many jobs: a round trip per job adds up on a remote database.
+    ordered = list(dict.fromkeys(job_ids))
+    jobs = repo.jobs_by_id(session=session, job_ids=ordered)
+    missing = [str(job_id) for job_id in ordered if job_id not in jobs]
     if missing:
         raise UnknownJobsError("jobs", f"no such job: {', '.join(missing)}")
+    metrics = repo.epochs_of_jobs(session=session, job_ids=ordered)
     return [
         JobRecord.from_row(
-            job,
-            repo.job_metrics(session=session, job_id=job.id),
-            (presets or {}).get(job.architecture),
+            jobs[job_id], metrics[job_id], (presets or {}).get(jobs[job_id].architecture)
         )
-        for job in jobs.values()
-        if job is not None
+        for job_id in ordered
     ]
 
 

@@ -77,7 +77,7 @@ class Backend(Protocol):
 
     def comparison(self, job_ids: Sequence[int]) -> Comparison: ...
 
-    def epochs(self, job_id: int) -> list[EpochMetrics]: ...
+    def epochs(self, job_ids: Sequence[int]) -> dict[int, list[EpochMetrics]]: ...
 
     def architectures(self) -> dict[str, dict[str, Any]]:
         """The registry: name -> {name, description, default_options}."""
@@ -109,7 +109,7 @@ def gather_study(backend: Backend, job_ids: Sequence[int], command: str | None) 
     baselines = [group.job_ids[0] for group in comparison.groups[:2]]
     return StudyData(
         comparison=rebase(comparison, baselines[0]),
-        epochs={job_id: backend.epochs(job_id) for job_id in job_ids},
+        epochs=backend.epochs(job_ids),
         baselines=baselines,
         dataset=backend.dataset(comparison.rows[0].dataset_id),
         command=command,

@@ -120,14 +120,11 @@ class LocalBackend:
             records = load_records(session=session, job_ids=job_ids, presets=presets)
         return build_comparison(records)
 
-    def epochs(self, job_id: int) -> list[EpochMetrics]:
+    def epochs(self, job_ids: Sequence[int]) -> dict[int, list[EpochMetrics]]:
         from core import repository as repo
 
         with self._session() as session:
-            return [
-                EpochMetrics.model_validate(row, from_attributes=True)
-                for row in repo.job_metrics(session=session, job_id=job_id)
-            ]
+            return repo.epochs_of_jobs(session=session, job_ids=job_ids)
 
     def architectures(self) -> dict[str, dict[str, Any]]:
         import models

@@ -87,9 +87,14 @@ class RemoteBackend:
     def comparison(self, job_ids: Sequence[int]) -> Comparison:
         return Comparison.model_validate(self._get("/compare", jobs=",".join(map(str, job_ids))))
 
-    def epochs(self, job_id: int) -> list[EpochMetrics]:
-        rows = self._get(f"/jobs/{job_id}/metrics")["data"]
-        return [EpochMetrics.model_validate(row) for row in rows]
+    def epochs(self, job_ids: Sequence[int]) -> dict[int, list[EpochMetrics]]:
+        return {
+            job_id: [
+                EpochMetrics.model_validate(row)
+                for row in self._get(f"/jobs/{job_id}/metrics")["data"]
+            ]
+            for job_id in job_ids
+        }
 
 
     def architectures(self) -> dict[str, dict[str, Any]]:

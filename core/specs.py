@@ -28,13 +28,16 @@ Augmentation = Literal["none", "standard", "strong"]
 Device = Literal["auto", "cpu", "cuda"]
 
 
+MAX_EPOCHS = 1000
+
+
 class Hyperparameters(BaseModel):
     """How to train. Defaults are the reference study's settings (see `PRESETS`)."""
 
     # strict: `"epochs": true` or `"lr": "0.1"` is a mistake to report, not a value to coerce.
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    epochs: int = Field(8, ge=1, le=1000)
+    epochs: int = Field(8, ge=1, le=MAX_EPOCHS)
     lr: float = Field(1e-3, gt=0, le=10, description="peak learning rate")
     batch_size: int = Field(32, ge=1, le=4096, description="training batch size")
     eval_batch_size: int = Field(64, ge=1, le=4096, description="validation batch size")

@@ -11,6 +11,8 @@ from sqlalchemy import (
     DateTime,
     Enum,
     ForeignKey,
+    Index,
+    Integer,
     MetaData,
     String,
     Text,
@@ -103,16 +105,16 @@ class Job(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
     status: Mapped[JobStatus] = mapped_column(
-        Enum(JobStatus, native_enum=False, length=20), default=JobStatus.queued, index=True
+        Enum(JobStatus, native_enum=False, length=20), default=JobStatus.queued
     )
-    architecture: Mapped[str] = mapped_column(String(100), index=True)
+    architecture: Mapped[str] = mapped_column(String(100))
     architecture_options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     preset: Mapped[str | None] = mapped_column(String(50))
     queue: Mapped[str] = mapped_column(String(50), default="cpu")
-    group_id: Mapped[str | None] = mapped_column(String(36), index=True, doc="repeats share it")
+    group_id: Mapped[str | None] = mapped_column(String(36), doc="repeats share it")
     repeat_index: Mapped[int] = mapped_column(default=0)
     search_id: Mapped[int | None] = mapped_column(
         ForeignKey("searches.id", ondelete="CASCADE"), index=True, doc="a search's trial"
@@ -200,6 +202,46 @@ class Search(Base):
     finished_at: Mapped[datetime | None]
 
     trials: Mapped[list[Job]] = relationship(back_populates="search", order_by="Job.trial_number")
+
+
+# The model-selection order: best validation accuracy, lower loss, newer, higher id. A job
+# with a best accuracy always has a best loss (both come from one epoch row), so the plain
+# ascending loss sorts the same on SQLite (nulls first) and PostgreSQL (nulls last).
+JOB_RANKING = (
+    Job.best_val_accuracy.desc().nulls_last(),
+    Job.best_val_loss.asc(),
+    Job.finished_at.desc().nulls_last(),
+    Job.id.desc(),
+)
+
+# Read paths and the indexes that serve them (migration 0006_read_indexes): every list, count
+# and model-selection query walks an index in the order it returns, never the whole table.
+# SQLite cannot write NULLS LAST in an index, but its DESC already puts nulls last; the
+# migration writes each index in the form its database needs (see there).
+Index("ix_jobs_status_id", Job.status, Job.id)
+Index("ix_jobs_dataset_id_id", Job.dataset_id, Job.id)
+Index("ix_jobs_dataset_status", Job.dataset_id, Job.status, Job.id)
+Index("ix_jobs_architecture_id", Job.architecture, Job.id)
+Index("ix_jobs_architecture_status", Job.architecture, Job.status, Job.id)
+Index("ix_jobs_group_id_id", Job.group_id, Job.id)
+Index("ix_jobs_ranking", Job.status, Job.dataset_id, *JOB_RANKING)
+Index("ix_jobs_recent", Job.status, Job.finished_at.desc().nulls_last(), Job.id.desc())
+Index("ix_jobs_promoted", Job.dataset_id, Job.promoted_at, Job.id)
+
+
+class ServingGeneration(Base):
+    """One row whose number changes whenever the choice of a serving model may have changed.
+
+    Triggers (migration 0006_read_indexes) bump it when a job finishes, is promoted or
+    un-promoted, changes its best metrics, moves dataset or is deleted, and when a bundle row
+    changes, whoever writes (API, worker, a hand-run SQL fix); readers cache the choice per
+    generation and check this single row instead of sorting jobs on every request.
+    """
+
+    __tablename__ = "serving_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(default=0)
 
 
 class EpochMetric(Base):

@@ -15,10 +15,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from sqlalchemy.orm import Session
 
 from core import repository as repo
 from core.datasets import scan_dataset
-from core.db import session_scope
+from core.db import refresh_statistics, session_scope
 from core.errors import UserError
 from core.queue import send_training
 from core.settings import Settings
@@ -79,29 +80,35 @@ class DatabaseCallback(TrainingCallback):
         self._start_epoch = info.start_epoch
 
     def on_batch_end(self, progress: BatchProgress) -> None:
+        self._total_batches = progress.total_batches
         now = time.monotonic()
         if now - self._last_progress < self.progress_interval:
             return
         self._last_progress = now
-        done = (progress.epoch - 1) * progress.total_batches + progress.batch
-        total = self._total_epochs * progress.total_batches
-        done_here = done - (self._start_epoch - 1) * progress.total_batches
-        elapsed = now - self._started
-        eta = elapsed / done_here * (total - done) if done_here > 0 else None
         with session_scope(self.url) as session:
-            repo.record_progress(
-                session=session,
-                job_id=self.job_id,
-                epoch=progress.epoch,
-                batch=progress.batch,
-                total_batches=progress.total_batches,
-                percent=round(100.0 * done / max(total, 1), 2),
-                eta_seconds=eta,
-            )
+            self._record_progress(session, progress.epoch, progress.batch, progress.total_batches)
 
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
         with session_scope(self.url) as session:
             repo.upsert_metric(session=session, job_id=self.job_id, metrics=metrics)
+            # The epoch's end is exact progress, whatever the throttled batch writes last said.
+            self._record_progress(session, metrics.epoch, self._total_batches, self._total_batches)
+
+    def _record_progress(self, session: Session, epoch: int, batch: int, batches: int) -> None:
+        done = (epoch - 1) * batches + batch
+        total = self._total_epochs * batches
+        done_here = done - (self._start_epoch - 1) * batches
+        elapsed = time.monotonic() - self._started
+        eta = elapsed / done_here * (total - done) if done_here > 0 else None
+        repo.record_progress(
+            session=session,
+            job_id=self.job_id,
+            epoch=epoch,
+            batch=batch,
+            total_batches=batches,
+            percent=round(100.0 * done / max(total, 1), 2),
+            eta_seconds=eta,
+        )
 
     def on_checkpoint(self, event: CheckpointEvent) -> None:
         with session_scope(self.url) as session:
@@ -173,6 +180,8 @@ def run_job(settings: Settings, job_id: int, device: str | None = None) -> JobSt
         repo.finish_job(session=session, job_id=job_id, status=status, error=error, traceback=trace)
     if trial is not None:
         finish_trial(settings, job_id)
+    # Every finished job changes the tables' shape a little: keep SQLite's planner informed.
+    refresh_statistics(settings.database)
     return status
 
 

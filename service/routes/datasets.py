@@ -131,9 +131,9 @@ def get_dataset(dataset_id: RowId, session: SessionDep) -> DatasetPublic:
 def delete_dataset(dataset_id: RowId, session: SessionDep, settings: SettingsDep) -> Response:
     """Forget a dataset with no jobs; an uploaded one's files go too, a registered folder stays."""
     dataset = load_dataset(session, dataset_id)
-    if dataset.jobs:
-        raise Conflict(f"dataset {dataset_id} has {len(dataset.jobs)} job(s); delete them "
-                       "first", "dataset_id")
+    jobs = repo.count_jobs(session=session, dataset_id=dataset_id)
+    if jobs:
+        raise Conflict(f"dataset {dataset_id} has {jobs} job(s); delete them first", "dataset_id")
     folder = Path(dataset.path)
     repo.delete_dataset(session=session, dataset=dataset)
     session.commit()  # the row goes first: files of a dataset still listed are never missing

@@ -14,7 +14,7 @@ from core import repository as repo
 from core.errors import Conflict, NotFound
 from core.job_factory import create_jobs
 from core.queue import send_training
-from core.specs import RowId, RowOffset
+from core.specs import MAX_EPOCHS, RowId, RowOffset
 from core.storage import job_dir, remove_tree
 from core.tables import Job, JobStatus
 from service.deps import SessionDep, SettingsDep, TokenDep
@@ -89,16 +89,22 @@ def get_job(job_id: RowId, session: SessionDep) -> JobPublic:
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic)
 def get_metrics(
-    job_id: RowId, session: SessionDep, format: Literal["json", "csv"] = "json"
+    job_id: RowId,
+    session: SessionDep,
+    format: Literal["json", "csv"] = "json",
+    offset: RowOffset = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_EPOCHS)] = MAX_EPOCHS,
 ) -> MetricsPublic | PlainTextResponse:
+    """One row per epoch, first epoch first; by default every epoch a job can have."""
     load_job(session, job_id)
     rows = [
         EpochMetricPublic.model_validate(row)
-        for row in repo.job_metrics(session=session, job_id=job_id)
+        for row in repo.job_metrics(session=session, job_id=job_id, offset=offset, limit=limit)
     ]
     if format == "csv":
         return PlainTextResponse(metrics_csv(rows), media_type="text/csv")
-    return MetricsPublic(job_id=job_id, data=rows, count=len(rows))
+    total = repo.count_metrics(session=session, job_id=job_id)
+    return MetricsPublic(job_id=job_id, data=rows, count=total)
 
 
 def metrics_csv(rows: list[EpochMetricPublic]) -> str:

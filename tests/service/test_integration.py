@@ -53,6 +53,8 @@ def run_two_epochs(settings: Settings, archive: Path,
                          [worker.log])
         assert job["status"] == "succeeded", job["error"]
         assert job["best"]["epoch"] in (1, 2) and job["progress"]["percent"] == 100.0
+        progress = job["progress"]
+        assert progress["epoch"] == 2 and progress["batch"] == progress["total_batches"] > 0
         metrics = client.get(f"/jobs/{job_id}/metrics").json()
         assert [row["epoch"] for row in metrics["data"]] == [1, 2]
         assert set(metrics["data"][0]["grad_norms"]) >= {"stem", "stage4", "classifier"}

@@ -10,6 +10,7 @@ from sqlalchemy import update
 from core import repository as repo
 from core.db import session_scope
 from core.settings import Settings
+from core.specs import EpochMetrics
 from core.tables import Dataset, Job, JobStatus, utcnow
 
 
@@ -114,3 +115,30 @@ def test_a_finished_job_is_not_run_again(settings: Settings, job_id: int) -> Non
         repo.finish_job(session=session, job_id=job_id, status=JobStatus.succeeded)
     assert run_job(settings, job_id) is None  # a redelivered message is ignored
     assert load(settings, job_id).status == JobStatus.succeeded
+
+
+def test_a_succeeded_job_shows_its_last_epoch_at_100_percent(settings: Settings,
+                                                             job_id: int) -> None:
+    # Progress writes are throttled: the last one can be from epoch 1 when epoch 2 ends.
+    with session_scope(settings.database) as session:
+        assert repo.claim_job(session=session, job_id=job_id, worker="a:1", stale_after=60)
+        repo.record_progress(session=session, job_id=job_id, epoch=1, batch=2,
+                             total_batches=5, percent=20.0, eta_seconds=30.0)
+        for epoch in (1, 2):
+            repo.upsert_metric(session=session, job_id=job_id, metrics=EpochMetrics(
+                epoch=epoch, train_loss=1.0, train_accuracy=0.5, val_loss=1.0, val_accuracy=0.5,
+                lr=0.1, epoch_seconds=1.0, train_images_per_second=10.0,
+                generalization_gap=0.0))
+        repo.finish_job(session=session, job_id=job_id, status=JobStatus.succeeded)
+    job = load(settings, job_id)
+    assert (job.progress_epoch, job.progress_batch, job.progress_total_batches) == (2, 5, 5)
+    assert job.progress_percent == 100.0 and job.eta_seconds is None
+
+
+def test_a_cancelled_job_keeps_the_progress_it_made(settings: Settings, job_id: int) -> None:
+    with session_scope(settings.database) as session:
+        repo.record_progress(session=session, job_id=job_id, epoch=1, batch=2,
+                             total_batches=5, percent=20.0, eta_seconds=30.0)
+        repo.finish_job(session=session, job_id=job_id, status=JobStatus.cancelled)
+    job = load(settings, job_id)
+    assert (job.progress_epoch, job.progress_batch, job.progress_percent) == (1, 2, 20.0)
