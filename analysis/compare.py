@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from core import repository as repo
 from core.errors import SpecError
-from core.specs import EpochMetrics, JobRunInfo
+from core.specs import EpochMetrics, JobRunInfo, best_epoch
 from core.tables import EpochMetric, Job
 
 # Fields of a row that get a mean ± std over repeats and a delta to the baseline.
@@ -219,14 +219,6 @@ class Comparison(BaseModel):
 
 
 # --- one row per job -----------------------------------------------------------------------
-
-
-def best_epoch(epochs: Sequence[EpochMetrics]) -> EpochMetrics | None:
-    """Highest validation accuracy; ties go to the lower validation loss, then the earlier epoch.
-
-    The engine's own rule for `is_best`, so the report and the kept checkpoint agree.
-    """
-    return max(epochs, key=lambda m: (m.val_accuracy, -m.val_loss, -m.epoch), default=None)
 
 
 def group_key(record: JobRecord) -> str:

@@ -18,9 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from analysis.compare import best_epoch
 from analysis.i18n import N_, _
-from core.specs import STAGES
+from core.specs import best_epoch
 
 DPI = 100
 CURVES_SIZE = (12.0, 4.8)  # inches: 1200 x 480 pixels
@@ -166,9 +165,9 @@ def _star() -> dict[str, object]:
 
 
 def stages_of(curves: Sequence[Curve]) -> list[str]:
-    """The stages with gradient norms, input to output (known stages first, in STAGES order)."""
-    seen = {stage for c in curves for m in c.epochs for stage in m.grad_norms}
-    return [s for s in STAGES if s in seen] + sorted(seen - set(STAGES))
+    """The stages with gradient norms, input to output: the engine records them in network
+    order (models.STAGES, which analysis cannot import), so first appearance is that order."""
+    return list(dict.fromkeys(stage for c in curves for m in c.epochs for stage in m.grad_norms))
 
 
 def gradients_figure(curve: Curve) -> Figure:

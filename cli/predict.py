@@ -6,19 +6,11 @@ import mimetypes
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-def make_client(url: str, token: str | None) -> httpx.Client:
-    """The HTTP client (tests swap in one bound to an in-process app)."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    # Generous timeout: the first request after a promotion loads the model's weights.
-    return httpx.Client(base_url=url, headers=headers, timeout=120)
+from cli.api_client import DEFAULT_URL, ApiCallError, make_client, request
 
 
 def predict(
@@ -44,15 +36,15 @@ def predict(
     params = {"top_k": top_k, "job_id": job_id, "dataset_id": dataset_id}
     try:
         with make_client(url, token) as client:
-            response = client.post(
+            response = request(
+                client,
+                "POST",
                 "/predict",
                 params={key: value for key, value in params.items() if value is not None},
                 files=files,
             )
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach the foodlab API at {url}: {exc}")
-    if response.is_error:
-        _fail(f"{_detail(response)} (HTTP {response.status_code})")
+    except ApiCallError as exc:
+        _fail(str(exc))
     body = response.json()
     if as_json:
         typer.echo(response.text)
@@ -94,13 +86,6 @@ def predictions_table(body: dict[str, Any], labels: list[str]) -> Table:
             )
         table.add_section()
     return table
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        return str(response.json()["detail"])
-    except (ValueError, KeyError, TypeError):
-        return response.text.strip()[:200] or response.reason_phrase
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:

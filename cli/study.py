@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
 
-import httpx
 import typer
 from rich.console import Console
 
@@ -30,6 +29,7 @@ from analysis.study import (
     unsuccessful_jobs,
 )
 from analysis.writer import FORMATS, TEMPLATES, ReportStyle, write_report
+from cli.api_client import DEFAULT_URL, make_client
 from cli.study_local import LocalBackend
 from cli.study_progress import follow, summary_table
 from cli.study_remote import RemoteBackend
@@ -40,18 +40,11 @@ console = Console()
 errors = Console(stderr=True)
 
 DEFAULT_ARCHS = "plain34,resnet34,se_resnet34,preact_resnet34"
-DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
     errors.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
-
-
-def make_client(url: str, token: str | None) -> httpx.Client:
-    """The HTTP client (tests swap in one bound to an in-process app)."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=url, headers=headers, timeout=300)
 
 
 def run_study(

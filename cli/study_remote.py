@@ -13,6 +13,7 @@ from rich.console import Console
 
 from analysis.compare import Comparison
 from analysis.study import JobState, StudyError, StudyPlan
+from cli.api_client import ApiCallError, request
 from core.specs import EpochMetrics
 
 errors = Console(stderr=True)
@@ -29,18 +30,10 @@ class RemoteBackend:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self.client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise StudyError(
-                f"cannot reach the foodlab API at {self.client.base_url}: {exc}"
-            ) from None
-        if response.is_error:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
-            raise StudyError(f"{method} {path}: {detail} (HTTP {response.status_code})")
-        return response.json()
+            return request(self.client, method, path, **kwargs).json()
+        except ApiCallError as exc:
+            where = f"{method} {path}: " if exc.status is not None else ""
+            raise StudyError(f"{where}{exc}") from None
 
     def _get(self, path: str, **params: Any) -> Any:
         return self._call("GET", path, params=params)

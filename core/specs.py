@@ -7,6 +7,7 @@ also what the database stores and the API returns.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Le
@@ -138,9 +139,6 @@ class TrainSpec(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
 
 
-STAGES = ("stem", "stage1", "stage2", "stage3", "stage4", "classifier")
-
-
 class BestEpochDetails(BaseModel):
     """Extra evaluation recorded at the best epoch."""
 
@@ -199,3 +197,20 @@ class EpochMetrics(BaseModel):
     )
     is_best: bool = False
     best_details: BestEpochDetails | None = None
+
+
+def epoch_score(val_accuracy: float, val_loss: float) -> tuple[float, float]:
+    """How epochs rank, higher is better: validation accuracy, then lower validation loss.
+
+    The one rule behind `is_best` (the engine), the kept best checkpoint, early stopping and
+    the best epoch a comparison or report shows.
+    """
+    return (val_accuracy, -val_loss)
+
+
+def best_epoch(epochs: Iterable[EpochMetrics]) -> EpochMetrics | None:
+    """The best-scoring epoch; of equal scores the earliest (the first to reach it)."""
+    return max(
+        epochs, key=lambda m: (*epoch_score(m.val_accuracy, m.val_loss), -m.epoch), default=None
+    )
+

@@ -9,13 +9,13 @@ are never served.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.datasets import IMAGE_EXTENSIONS
 from core.errors import NotFound
+from core.storage import atomic_write
 
 MAX_SIDE = 128
 MAX_PER_CLASS = 8
@@ -84,9 +84,6 @@ def _shrink(source: Path, max_pixels: int) -> Image.Image:
 
 
 def _write_jpeg(image: Image.Image, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed: a concurrent reader never sees half a file.
-    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")
-    with os.fdopen(handle, "wb") as sink:
+    with atomic_write(target) as sink:
         image.save(sink, "JPEG", quality=JPEG_QUALITY)
-    os.replace(temporary, target)

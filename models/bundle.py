@@ -138,7 +138,11 @@ def _check_class_names(path: Path, class_names: Any) -> list[str]:
 
 
 def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
-    """Readers see the old file or the complete new one, never a partial write."""
+    """Readers see the old file or the complete new one, never a partial write.
+
+    The same steps as core.storage.atomic_write, which models may not import (it imports
+    nothing of ours); keep the two alike.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -13,9 +13,10 @@ from analysis.compare import Comparison, JobRecord, build_comparison, load_recor
 from analysis.plots import Curve, curves_figure, gradient_flow_figure, gradients_figure, to_png
 from analysis.renderers import comparison_csv, comparison_markdown
 from core import repository as repo
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput
 from core.specs import RowId
-from service.deps import SessionDep
+from core.tables import Job
+from service.deps import JobDep, SessionDep
 
 router = APIRouter(prefix="/compare", tags=["experiments"])
 jobs_router = APIRouter(prefix="/jobs", tags=["experiments"])
@@ -92,22 +93,19 @@ def compare_gradients(session: SessionDep, jobs: JobsQuery) -> Response:
     return _png(to_png(gradient_flow_figure([Curve(labels[r.id], r.epochs) for r in records])))
 
 
-def _job_curve(session: Session, job_id: RowId) -> Curve:
-    job = repo.get_job(session=session, job_id=job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found", "job_id")
-    epochs = repo.job_metrics(session=session, job_id=job_id)
+def _job_curve(session: Session, job: Job) -> Curve:
+    epochs = repo.job_metrics(session=session, job_id=job.id)
     return Curve(f"job {job.id}: {job.architecture}", epochs)
 
 
 @jobs_router.get("/{job_id}/curves.png", response_class=Response, responses=PNG)
-def job_curves(job_id: RowId, session: SessionDep) -> Response:
+def job_curves(job: JobDep, session: SessionDep) -> Response:
     """Training and validation loss and accuracy per epoch, best epoch marked."""
-    curve = _job_curve(session, job_id)
+    curve = _job_curve(session, job)
     return _png(to_png(curves_figure([curve], title=curve.label)))
 
 
 @jobs_router.get("/{job_id}/gradients.png", response_class=Response, responses=PNG)
-def job_gradients(job_id: RowId, session: SessionDep) -> Response:
+def job_gradients(job: JobDep, session: SessionDep) -> Response:
     """Mean gradient norm of each stage per epoch, and along the depth."""
-    return _png(to_png(gradients_figure(_job_curve(session, job_id))))
+    return _png(to_png(gradients_figure(_job_curve(session, job))))

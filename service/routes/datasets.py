@@ -14,12 +14,12 @@ from starlette.concurrency import run_in_threadpool
 
 from core import repository as repo
 from core.dataset_registry import register_archive, register_folder
-from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from core.errors import Conflict, Forbidden, InvalidInput
 from core.settings import Settings
-from core.specs import RowId, RowOffset
+from core.specs import RowOffset
 from core.tables import Dataset
 from core.thumbnails import thumbnail
-from service.deps import SessionDep, SettingsDep, TokenDep
+from service.deps import DatasetDep, SessionDep, SettingsDep, TokenDep
 from service.schemas import DatasetPublic, DatasetRegister, DatasetsPublic
 from service.uploads import receive_file
 
@@ -115,25 +115,17 @@ def list_datasets(
     return DatasetsPublic(data=[DatasetPublic.from_row(row) for row in rows], count=total)
 
 
-def load_dataset(session: SessionDep, dataset_id: RowId) -> Dataset:
-    dataset = repo.get_dataset(session=session, dataset_id=dataset_id)
-    if dataset is None:
-        raise NotFound(f"dataset {dataset_id} not found", "dataset_id")
-    return dataset
-
-
 @router.get("/{dataset_id}", response_model=DatasetPublic)
-def get_dataset(dataset_id: RowId, session: SessionDep) -> DatasetPublic:
-    return DatasetPublic.from_row(load_dataset(session, dataset_id))
+def get_dataset(dataset: DatasetDep) -> DatasetPublic:
+    return DatasetPublic.from_row(dataset)
 
 
 @router.delete("/{dataset_id}", status_code=204, dependencies=[TokenDep])
-def delete_dataset(dataset_id: RowId, session: SessionDep, settings: SettingsDep) -> Response:
+def delete_dataset(dataset: DatasetDep, session: SessionDep, settings: SettingsDep) -> Response:
     """Forget a dataset with no jobs; an uploaded one's files go too, a registered folder stays."""
-    dataset = load_dataset(session, dataset_id)
-    jobs = repo.count_jobs(session=session, dataset_id=dataset_id)
+    jobs = repo.count_jobs(session=session, dataset_id=dataset.id)
     if jobs:
-        raise Conflict(f"dataset {dataset_id} has {jobs} job(s); delete them first", "dataset_id")
+        raise Conflict(f"dataset {dataset.id} has {jobs} job(s); delete them first", "dataset_id")
     folder = Path(dataset.path)
     repo.delete_dataset(session=session, dataset=dataset)
     session.commit()  # the row goes first: files of a dataset still listed are never missing
@@ -150,15 +142,13 @@ JPEG = {200: {"content": {"image/jpeg": {}}, "description": "a JPEG image"}}
 @router.get("/{dataset_id}/thumbnails/{class_index}/{index}", response_class=FileResponse,
             responses=JPEG)
 def dataset_thumbnail(
-    dataset_id: RowId,
+    dataset: DatasetDep,
     class_index: int,
     index: int,
-    session: SessionDep,
     settings: SettingsDep,
 ) -> FileResponse:
     """A JPEG preview (at most 128 px) of image `index` (0-7) of class `class_index` (its
     position in `classes`). Made once and cached under FOODLAB_HOME, never in the dataset."""
-    dataset = load_dataset(session, dataset_id)
     cache = settings.cache_dir / "thumbnails" / str(dataset.id) / dataset.fingerprint[:16]
     path = thumbnail(dataset_root=Path(dataset.path), classes=list(dataset.classes),
                      class_index=class_index, index=index, cache_folder=cache,

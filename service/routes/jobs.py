@@ -11,13 +11,13 @@ from fastapi.responses import PlainTextResponse
 
 import models
 from core import repository as repo
-from core.errors import Conflict, NotFound
+from core.errors import Conflict
 from core.job_factory import create_jobs
 from core.queue import send_training
 from core.specs import MAX_EPOCHS, RowId, RowOffset
 from core.storage import job_dir, remove_tree
-from core.tables import Job, JobStatus
-from service.deps import SessionDep, SettingsDep, TokenDep
+from core.tables import JobStatus
+from service.deps import JobDep, SessionDep, SettingsDep, TokenDep
 from service.schemas import (
     CheckpointPublic,
     EpochMetricPublic,
@@ -29,13 +29,6 @@ from service.schemas import (
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 SORT_PATTERN = f"^-?({'|'.join(repo.JOB_SORT_KEYS)})$"
-
-
-def load_job(session: SessionDep, job_id: RowId) -> Job:
-    job = repo.get_job(session=session, job_id=job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found", "job_id")
-    return job
 
 
 @router.post("", status_code=201, response_model=JobPublic, dependencies=[TokenDep])
@@ -83,28 +76,27 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: RowId, session: SessionDep) -> JobPublic:
-    return JobPublic.from_row(load_job(session, job_id))
+def get_job(job: JobDep) -> JobPublic:
+    return JobPublic.from_row(job)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic)
 def get_metrics(
-    job_id: RowId,
+    job: JobDep,
     session: SessionDep,
     format: Literal["json", "csv"] = "json",
     offset: RowOffset = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_EPOCHS)] = MAX_EPOCHS,
 ) -> MetricsPublic | PlainTextResponse:
     """One row per epoch, first epoch first; by default every epoch a job can have."""
-    load_job(session, job_id)
     rows = [
         EpochMetricPublic.model_validate(row)
-        for row in repo.job_metrics(session=session, job_id=job_id, offset=offset, limit=limit)
+        for row in repo.job_metrics(session=session, job_id=job.id, offset=offset, limit=limit)
     ]
     if format == "csv":
         return PlainTextResponse(metrics_csv(rows), media_type="text/csv")
-    total = repo.count_metrics(session=session, job_id=job_id)
-    return MetricsPublic(job_id=job_id, data=rows, count=total)
+    total = repo.count_metrics(session=session, job_id=job.id)
+    return MetricsPublic(job_id=job.id, data=rows, count=total)
 
 
 def metrics_csv(rows: list[EpochMetricPublic]) -> str:
@@ -122,32 +114,29 @@ def metrics_csv(rows: list[EpochMetricPublic]) -> str:
 
 
 @router.get("/{job_id}/checkpoints", response_model=list[CheckpointPublic])
-def get_checkpoints(job_id: RowId, session: SessionDep) -> list[CheckpointPublic]:
-    load_job(session, job_id)
+def get_checkpoints(job: JobDep, session: SessionDep) -> list[CheckpointPublic]:
     return [
         CheckpointPublic.model_validate(row)
-        for row in repo.job_checkpoints(session=session, job_id=job_id)
+        for row in repo.job_checkpoints(session=session, job_id=job.id)
     ]
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, dependencies=[TokenDep])
-def cancel_job(job_id: RowId, session: SessionDep) -> JobPublic:
-    job = load_job(session, job_id)
+def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
     if job.status.finished:
-        raise Conflict(f"job {job_id} is already {job.status.value}", "job_id")
+        raise Conflict(f"job {job.id} is already {job.status.value}", "job_id")
     repo.request_cancel(session=session, job=job)
     session.commit()
     return JobPublic.from_row(job)
 
 
 @router.delete("/{job_id}", status_code=204, dependencies=[TokenDep])
-def delete_job(job_id: RowId, session: SessionDep, settings: SettingsDep) -> Response:
-    job = load_job(session, job_id)
+def delete_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> Response:
     if not job.status.finished:
         raise Conflict(
-            f"job {job_id} is {job.status.value}; cancel it and wait until it stops", "job_id"
+            f"job {job.id} is {job.status.value}; cancel it and wait until it stops", "job_id"
         )
     repo.delete_job(session=session, job=job)
     session.commit()
-    remove_tree(job_dir(settings.checkpoints_dir, job_id))
+    remove_tree(job_dir(settings.checkpoints_dir, job.id))
     return Response(status_code=204)

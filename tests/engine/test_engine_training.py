@@ -9,8 +9,8 @@ import torch
 from engine_testlib import Recorder, tiny_spec
 from PIL import Image
 
-from core.specs import STAGES, SpecError
-from models import build_model, load_bundle
+from core.specs import SpecError
+from models import STAGES, build_model, load_bundle
 from workers.engine import train
 from workers.engine.runtime import Runtime
 

@@ -7,8 +7,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from core.specs import REFERENCE, STAGES
+from core.specs import REFERENCE
 from core.tables import Dataset, EpochMetric, Job, JobStatus
+from models import STAGES
 
 
 def add_run(

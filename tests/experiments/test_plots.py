@@ -18,7 +18,8 @@ from analysis.plots import (
     to_png,
     tradeoff_figure,
 )
-from core.specs import STAGES, EpochMetrics
+from core.specs import EpochMetrics
+from models import STAGES
 
 
 def epochs(accuracies: list[float]) -> list[EpochMetrics]:

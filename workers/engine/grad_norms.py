@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.specs import STAGES
-from models import stage_parameters
+from models import STAGES, stage_parameters
 
 
 class StageGradNorms:

@@ -19,7 +19,7 @@ from torch import nn
 
 from core.errors import architecture_error
 from core.settings import get_settings
-from core.specs import EpochMetrics, SpecError, TestMetrics, TrainSpec
+from core.specs import EpochMetrics, SpecError, TestMetrics, TrainSpec, best_epoch, epoch_score
 from core.storage import atomic_write
 from models import (
     ModelConfigError,
@@ -152,8 +152,9 @@ def _epoch_metrics(epoch: int, stats: TrainStats, scores: EvalStats,
                    history: list[EpochMetrics], class_names: list[str],
                    seconds: float) -> EpochMetrics:
     best = _best_epoch(history)
-    is_best = best is None or (scores.accuracy, -scores.loss) > (
-        history[best - 1].val_accuracy, -history[best - 1].val_loss)
+    previous = history[best - 1] if best is not None else None
+    is_best = previous is None or epoch_score(scores.accuracy, scores.loss) > epoch_score(
+        previous.val_accuracy, previous.val_loss)
     return EpochMetrics(
         epoch=epoch, train_loss=stats.loss, train_accuracy=stats.accuracy,
         val_loss=scores.loss, val_accuracy=scores.accuracy, lr=stats.lr, epoch_seconds=seconds,
@@ -253,10 +254,8 @@ def _restore(step: TrainStep, state: dict[str, Any]) -> list[EpochMetrics]:
 
 
 def _best_epoch(history: list[EpochMetrics]) -> int | None:
-    """Highest validation accuracy, ties broken by lower validation loss, then earlier epoch."""
-    if not history:
-        return None
-    return max(history, key=lambda m: (m.val_accuracy, -m.val_loss, -m.epoch)).epoch
+    best = best_epoch(history)
+    return best.epoch if best is not None else None
 
 
 def _patience_exhausted(history: list[EpochMetrics], patience: int | None) -> bool:
