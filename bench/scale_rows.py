@@ -16,8 +16,9 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from core.specs import STAGES, resolve_hyperparameters
+from core.specs import resolve_hyperparameters
 from core.tables import Checkpoint, Dataset, EpochMetric, Job, JobStatus, utcnow
+from models import STAGES
 
 ARCHITECTURES = (
     ("plain34", {}),

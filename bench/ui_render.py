@@ -38,8 +38,9 @@ from sqlalchemy import insert
 
 from core.db import open_session
 from core.migrate import upgrade
-from core.specs import DEFAULT_PRESET, STAGES, resolve_hyperparameters
+from core.specs import DEFAULT_PRESET, resolve_hyperparameters
 from core.tables import Dataset, EpochMetric, Job, JobStatus, utcnow
+from models import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"

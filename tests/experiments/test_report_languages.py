@@ -28,8 +28,8 @@ from cli.study_local import LocalBackend
 from core.db import open_session
 from core.errors import InvalidInput
 from core.settings import get_settings
-from core.specs import STAGES
 from core.tables import Dataset
+from models import STAGES
 
 runner = CliRunner()
 TUGAS = "tugas-eksplorasi"
