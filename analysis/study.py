@@ -12,15 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from analysis.compare import Comparison, rebase
+from sqlalchemy.orm import Session
+
+from analysis.compare import Comparison, build_comparison, load_records, rebase
 from analysis.report import StudyData
+from core import repository as repo
 from core.datasets import DatasetError
+from core.errors import UserError
 from core.job_factory import JobRequest
 from core.specs import ArchitectureSpec, EpochMetrics
 
 
-class StudyError(Exception):
-    """A study that cannot go on: the message names what was wrong; `exit_code` for the CLI."""
+class StudyError(UserError):
+    """A study that cannot go on: the message names what was wrong; `exit_code` for the CLI,
+    409 for the API (the jobs exist but cannot make a report yet)."""
+
+    status_code = 409
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
@@ -84,6 +91,33 @@ class Backend(Protocol):
         ...
 
 
+class StoredRuns:
+    """What a report is written from, read from the database in one session (the local
+    backend and the API's report route). `registry` is the architecture registry as data:
+    name -> {name, description, default_options, ...}."""
+
+    def __init__(self, session: Session, registry: dict[str, dict[str, Any]]) -> None:
+        self.session = session
+        self.registry = registry
+
+    def comparison(self, job_ids: Sequence[int]) -> Comparison:
+        presets = {name: info["default_options"] for name, info in self.registry.items()}
+        records = load_records(session=self.session, job_ids=job_ids, presets=presets)
+        return build_comparison(records)
+
+    def epochs(self, job_ids: Sequence[int]) -> dict[int, list[EpochMetrics]]:
+        return repo.epochs_of_jobs(session=self.session, job_ids=job_ids)
+
+    def dataset(self, dataset_id: int) -> dict[str, Any]:
+        """What the report shows of a dataset (the fields of DatasetPublic)."""
+        row = repo.get_dataset(session=self.session, dataset_id=dataset_id)
+        names = ("id", "name", "classes", "counts", "skipped", "num_images")
+        return {name: getattr(row, name) for name in names} if row is not None else {}
+
+    def architectures(self) -> dict[str, dict[str, Any]]:
+        return self.registry
+
+
 def submit_study(backend: Backend, plan: StudyPlan, data: Path) -> dict[int, str]:
     """Register the data and create every job; returns job id -> label for the progress display."""
     try:
@@ -98,7 +132,9 @@ def submit_study(backend: Backend, plan: StudyPlan, data: Path) -> dict[int, str
     return labels
 
 
-def gather_study(backend: Backend, job_ids: Sequence[int], command: str | None) -> StudyData:
+def gather_study(
+    backend: Backend | StoredRuns, job_ids: Sequence[int], command: str | None
+) -> StudyData:
     """The finished jobs' comparison and epochs, as the report needs them.
 
     The first two configurations (in job order) are the plain and the residual baseline.

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from analysis.compare import Comparison, build_comparison, load_records
-from analysis.study import JobState, StudyError, StudyPlan
+from analysis.compare import Comparison
+from analysis.study import JobState, StoredRuns, StudyError, StudyPlan
 from core.specs import EpochMetrics
-
-
-def _dataset_fields(row: Any) -> dict[str, Any]:
-    """What the report shows of a dataset (the fields of DatasetPublic)."""
-    names = ("id", "name", "classes", "counts", "skipped", "num_images")
-    return {name: getattr(row, name) for name in names}
 
 
 class LocalBackend:
@@ -48,11 +43,8 @@ class LocalBackend:
             return row.id
 
     def dataset(self, dataset_id: int) -> dict[str, Any]:
-        from core import repository as repo
-
         with self._session() as session:
-            row = repo.get_dataset(session=session, dataset_id=dataset_id)
-            return _dataset_fields(row) if row is not None else {}
+            return self._stored(session).dataset(dataset_id)
 
     def submit(self, dataset_id: int, architecture: str, plan: StudyPlan) -> list[int]:
         """The rows POST /jobs would create, made by the same factory."""
@@ -113,27 +105,17 @@ class LocalBackend:
             self._thread.join()
 
     def comparison(self, job_ids: Sequence[int]) -> Comparison:
-        import models
-
-        presets = {name: info.default_options for name, info in models.ARCHITECTURES.items()}
         with self._session() as session:
-            records = load_records(session=session, job_ids=job_ids, presets=presets)
-        return build_comparison(records)
+            return self._stored(session).comparison(job_ids)
 
     def epochs(self, job_ids: Sequence[int]) -> dict[int, list[EpochMetrics]]:
-        from core import repository as repo
-
         with self._session() as session:
-            return repo.epochs_of_jobs(session=session, job_ids=job_ids)
+            return self._stored(session).epochs(job_ids)
 
     def architectures(self) -> dict[str, dict[str, Any]]:
         import models
 
-        return {
-            name: {
-                "name": name,
-                "description": info.description,
-                "default_options": info.default_options,
-            }
-            for name, info in models.ARCHITECTURES.items()
-        }
+        return {name: asdict(info) for name, info in models.ARCHITECTURES.items()}
+
+    def _stored(self, session: Any) -> StoredRuns:
+        return StoredRuns(session, self.architectures())

@@ -20,6 +20,7 @@ from service.routes import (
     jobs,
     models,
     predict,
+    reports,
     searches,
 )
 from service.ui.pages import install_ui
@@ -43,7 +44,7 @@ def create_app() -> FastAPI:
     app.add_middleware(TokenGate, fastapi_app=app)
     for router in (health.router, architectures.router, hyperparameters.router, datasets.router,
                    jobs.router, models.router, predict.router, compare.router, compare.jobs_router,
-                   searches.router):
+                   reports.router, searches.router):
         app.include_router(router)
     install_ui(app)
     return app

@@ -4,9 +4,11 @@ and PDF, from a tiny study of stored runs (the training itself is covered by tes
 from __future__ import annotations
 
 import gettext
+import io
 import re
 import shutil
 import subprocess
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -349,3 +351,35 @@ def test_bad_report_choices_fail_before_anything_trains(home: Path, synth_folder
         )
         assert result.exit_code == 2 and message in result.output, result.output
     assert not (home / "checkpoints").exists() and not Path("x").exists()
+
+
+@pytest.mark.slow
+def test_the_api_serves_the_report_in_the_chosen_language(
+    db_url: str, session, dataset: Dataset, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from core.settings import Settings
+    from service.app import create_app
+    from service.deps import current_settings
+
+    app = create_app()
+    settings = Settings(home=tmp_path / "home", database_url=db_url)
+    app.dependency_overrides[current_settings] = lambda: settings
+    client = TestClient(app)
+    jobs = ",".join(
+        str(add_run(session, dataset, name, [0.3, 0.5]).id) for name in ("plain34", "resnet34")
+    )
+    params = {"jobs": jobs, "lang": "id", "template": TUGAS}
+    archive = client.get("/compare/report", params=params)
+    assert archive.status_code == 200, archive.text
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as files:
+        report = files.read("report.md").decode()
+        assert {"curves-plain34.png", "curves-resnet34.png"} <= set(files.namelist())
+    assert headings(report)[1] == "## Tahap 1: Jaringan plain (plain34)"
+    pdf = client.get("/compare/report", params={**params, "format": "pdf"})
+    assert pdf.headers["content-type"] == "application/pdf" and pdf.content[:5] == b"%PDF-"
+    bad = client.get("/compare/report", params={**params, "lang": "fr"})
+    assert bad.status_code == 422 and bad.json()["field"] == "lang"
+    missing = client.get("/compare/report", params={"jobs": "999999"})
+    assert missing.status_code == 404
