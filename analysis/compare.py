@@ -33,10 +33,13 @@ METRIC_FIELDS = (
     "num_parameters",
     "gflops",
     "mean_epoch_seconds",
+    "mean_epoch_cpu_seconds",
     "train_images_per_second",
     "inference_ms",
+    "test_accuracy",
 )
-ACCURACY_FIELDS = ("best_val_accuracy", "final_val_accuracy", "final_train_accuracy")
+ACCURACY_FIELDS = ("best_val_accuracy", "final_val_accuracy", "final_train_accuracy",
+                   "test_accuracy")
 
 # Hyperparameters whose difference is reported on its own (or not at all), not as a
 # generic "hyperparameters differ": the seed varies across repeats by design, the split and
@@ -72,6 +75,7 @@ class JobRecord(BaseModel):
     device: str | None = None
     run_info: JobRunInfo = Field(default_factory=JobRunInfo)
     epochs: list[EpochMetrics] = Field(default_factory=list)
+    test_metrics: dict[str, Any] | None = Field(None, description="the held-out test score")
     preset_options: dict[str, Any] = Field(
         default_factory=dict,
         description="the architecture's default options: implied by its name, so left out of "
@@ -104,6 +108,7 @@ class JobRecord(BaseModel):
                 else EpochMetrics.model_validate(row, from_attributes=True)
                 for row in metrics
             ],
+            test_metrics=job.test_metrics,
             preset_options=preset_options or {},
         )
 
@@ -173,10 +178,16 @@ class ComparisonRow(BaseModel):
     final_val_loss: float | None
     num_parameters: int | None
     gflops: float | None
-    mean_epoch_seconds: float | None
+    mean_epoch_seconds: float | None = Field(description="wall-clock: grows with the load")
+    mean_epoch_cpu_seconds: float | None = Field(
+        None, description="CPU seconds of the training process per epoch (robust to load)"
+    )
+    mean_load_average: float | None = Field(None, description="1-minute load, mean over epochs")
     train_images_per_second: float | None
     inference_ms: float | None
     val_size: int | None
+    test_accuracy: float | None = Field(None, description="best checkpoint on the test part")
+    test_size: int | None = None
     delta: dict[str, Delta] = Field(default_factory=dict)
 
 
@@ -198,6 +209,7 @@ class GroupSummary(BaseModel):
     seeds: list[int | None]
     stats: dict[str, Stat]
     val_size: int | None
+    test_size: int | None = None
     delta: dict[str, Delta] = Field(default_factory=dict)
 
 
@@ -235,6 +247,12 @@ def _mean(values: Iterable[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def _mean_or_none(values: Iterable[float | None]) -> float | None:
+    """The mean, unless some epoch has no value (stored before the figure was recorded)."""
+    values = list(values)
+    return None if any(v is None for v in values) else _mean(values)  # type: ignore[arg-type]
+
+
 def make_row(record: JobRecord, label: str) -> ComparisonRow:
     epochs = sorted(record.epochs, key=lambda m: m.epoch)
     best = best_epoch(epochs)
@@ -262,9 +280,13 @@ def make_row(record: JobRecord, label: str) -> ComparisonRow:
         num_parameters=record.num_parameters,
         gflops=record.gflops,
         mean_epoch_seconds=_mean(m.epoch_seconds for m in epochs),
+        mean_epoch_cpu_seconds=_mean_or_none(m.epoch_cpu_seconds for m in epochs),
+        mean_load_average=_mean_or_none(m.load_average for m in epochs),
         train_images_per_second=_mean(m.train_images_per_second for m in epochs),
         inference_ms=record.run_info.inference_ms,
         val_size=record.run_info.val_size,
+        test_accuracy=(record.test_metrics or {}).get("accuracy"),
+        test_size=(record.test_metrics or {}).get("num_images"),
     )
 
 
@@ -332,6 +354,7 @@ def summarise_groups(rows: Sequence[ComparisonRow], labels: dict[str, str]) -> l
             seeds=[r.seed for r in members],
             stats={f: _stat([getattr(r, f) for r in members]) for f in METRIC_FIELDS},
             val_size=members[0].val_size,
+            test_size=members[0].test_size,
         )
         for key, members in by_group.items()
     ]
@@ -373,12 +396,17 @@ def _row_deltas(row: ComparisonRow, base: ComparisonRow) -> dict[str, Delta]:
             deltas[field] = delta(
                 value,
                 base_value,
-                accuracy_standard_error(value, row.val_size),
-                accuracy_standard_error(base_value, base.val_size),
+                accuracy_standard_error(value, _sample_size(row, field)),
+                accuracy_standard_error(base_value, _sample_size(base, field)),
             )
         else:
             deltas[field] = delta(value, base_value)
     return deltas
+
+
+def _sample_size(of: ComparisonRow | GroupSummary, field: str) -> int | None:
+    """Images an accuracy was measured on: the test part for the test score, else validation."""
+    return of.test_size if field == "test_accuracy" else of.val_size
 
 
 def _standard_error_of_mean(stat: Stat, val_size: int | None) -> float | None:
@@ -396,8 +424,8 @@ def _group_deltas(group: GroupSummary, base: GroupSummary) -> dict[str, Delta]:
             deltas[field] = delta(
                 stat.mean,
                 base_stat.mean,
-                _standard_error_of_mean(stat, group.val_size),
-                _standard_error_of_mean(base_stat, base.val_size),
+                _standard_error_of_mean(stat, _sample_size(group, field)),
+                _standard_error_of_mean(base_stat, _sample_size(base, field)),
             )
         else:
             deltas[field] = delta(stat.mean, base_stat.mean)

@@ -250,16 +250,19 @@ COSTS = (
 )
 
 
-def tradeoff_figure(points: Sequence[TradeoffPoint]) -> Figure:
-    """Best validation accuracy against each cost, one marker per model (± std over repeats)."""
+def tradeoff_figure(points: Sequence[TradeoffPoint],
+                    accuracy_label: str = "best validation accuracy",
+                    time_label: str = "seconds per epoch") -> Figure:
+    """Accuracy against each cost, one marker per model (± std over repeats); the labels say
+    which accuracy (validation or test) and which time (wall or CPU) the points hold."""
     figure = Figure(figsize=TRADEOFF_SIZE, dpi=DPI, layout="constrained")
     axes = figure.subplots(1, len(COSTS), sharey=True)
     for ax, (attribute, xlabel, scale) in zip(axes, COSTS, strict=True):
         _tradeoff_panel(ax, points, attribute, scale)
         ax.margins(x=0.25, y=0.1)  # room for the model names beside the markers
-        ax.set(xlabel=_(xlabel))
+        ax.set(xlabel=_(time_label) if attribute == "epoch_seconds" else _(xlabel))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(_("best validation accuracy (%)"))
+    axes[0].set_ylabel(_("{accuracy} (%)").format(accuracy=_(accuracy_label)))
     figure.suptitle(_("Accuracy against cost (up and to the left is better)"))
     return figure
 

@@ -39,21 +39,27 @@ ROW_COLUMNS: list[tuple[str, Callable[[ComparisonRow], object]]] = [
     ("gflops", lambda r: r.gflops),
     ("best_val_accuracy", lambda r: r.best_val_accuracy),
     ("best_epoch", lambda r: r.best_epoch),
+    ("test_accuracy", lambda r: r.test_accuracy),
+    ("test_size", lambda r: r.test_size),
     ("final_train_accuracy", lambda r: r.final_train_accuracy),
     ("final_val_accuracy", lambda r: r.final_val_accuracy),
     ("final_train_loss", lambda r: r.final_train_loss),
     ("final_val_loss", lambda r: r.final_val_loss),
     ("mean_epoch_seconds", lambda r: r.mean_epoch_seconds),
+    ("mean_epoch_cpu_seconds", lambda r: r.mean_epoch_cpu_seconds),
+    ("mean_load_average", lambda r: r.mean_load_average),
     ("train_images_per_second", lambda r: r.train_images_per_second),
     ("inference_ms", lambda r: r.inference_ms),
 ]
 DELTA_COLUMNS = (
     "best_val_accuracy",
+    "test_accuracy",
     "final_val_accuracy",
     "final_val_loss",
     "num_parameters",
     "gflops",
     "mean_epoch_seconds",
+    "mean_epoch_cpu_seconds",
     "inference_ms",
 )
 
@@ -112,9 +118,11 @@ def jobs_table(comparison: Comparison) -> str:
         _("GFLOPs"),
         _("best val acc (epoch)"),
         _("Δ best val acc"),
+        _("test acc"),
         _("final train / val acc"),
         _("final train / val loss"),
         _("s / epoch"),
+        _("CPU s / epoch"),
         _("train img/s"),
         _("latency ms"),
     ]
@@ -128,9 +136,11 @@ def jobs_table(comparison: Comparison) -> str:
             _("baseline")
             if r.job_id == comparison.baseline_job_id
             else fmt_delta(r.delta.get("best_val_accuracy"), percent_points=True),
+            fmt_percent(r.test_accuracy),
             f"{fmt_percent(r.final_train_accuracy)} / {fmt_percent(r.final_val_accuracy)}",
             f"{fmt_number(r.final_train_loss)} / {fmt_number(r.final_val_loss)}",
             fmt_number(r.mean_epoch_seconds, 1),
+            fmt_number(r.mean_epoch_cpu_seconds, 1),
             fmt_number(r.train_images_per_second, 1),
             fmt_number(r.inference_ms, 1),
         ]
@@ -199,11 +209,13 @@ def groups_table(groups: Sequence[GroupSummary]) -> str:
         _("params"),
         _("GFLOPs"),
         _("best val acc"),
+        _("test acc"),
         _("final train acc"),
         _("final val acc"),
         _("final train loss"),
         _("final val loss"),
         _("s / epoch"),
+        _("CPU s / epoch"),
         _("train img/s"),
         _("latency ms"),
     ]
@@ -214,11 +226,13 @@ def groups_table(groups: Sequence[GroupSummary]) -> str:
             fmt_params(g.stats["num_parameters"].mean),
             fmt_number(g.stats["gflops"].mean, 2),
             stat_percent(g.stats["best_val_accuracy"]),
+            stat_percent(g.stats["test_accuracy"]),
             stat_percent(g.stats["final_train_accuracy"]),
             stat_percent(g.stats["final_val_accuracy"]),
             stat_number(g.stats["final_train_loss"]),
             stat_number(g.stats["final_val_loss"]),
             stat_number(g.stats["mean_epoch_seconds"], 1),
+            stat_number(g.stats["mean_epoch_cpu_seconds"], 1),
             stat_number(g.stats["train_images_per_second"], 1),
             stat_number(g.stats["inference_ms"], 1),
         ]
@@ -236,6 +250,12 @@ DELTA_TABLE: list[tuple[str, str, Callable[[Stat], str], Callable[[Delta | None]
         lambda d: fmt_delta(d, percent_points=True),
     ),
     (
+        N_("test acc"),
+        "test_accuracy",
+        lambda s: fmt_percent(s.mean, s.std),
+        lambda d: fmt_delta(d, percent_points=True),
+    ),
+    (
         N_("final val acc"),
         "final_val_accuracy",
         lambda s: fmt_percent(s.mean, s.std),
@@ -245,6 +265,7 @@ DELTA_TABLE: list[tuple[str, str, Callable[[Stat], str], Callable[[Delta | None]
     (N_("params"), "num_parameters", lambda s: fmt_params(s.mean), fmt_relative),
     (N_("GFLOPs"), "gflops", lambda s: fmt_number(s.mean, 2), fmt_relative),
     (N_("s / epoch"), "mean_epoch_seconds", lambda s: fmt_number(s.mean, 1), fmt_relative),
+    (N_("CPU s / epoch"), "mean_epoch_cpu_seconds", lambda s: fmt_number(s.mean, 1), fmt_relative),
     (N_("latency ms"), "inference_ms", lambda s: fmt_number(s.mean, 1), fmt_relative),
 ]
 

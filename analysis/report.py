@@ -137,6 +137,23 @@ def provenance(study: StudyData) -> str:
     return _("Produced with `{command}`.").format(command=study.command)
 
 
+def result_metric(comparison: Comparison) -> tuple[str, str]:
+    """(field, words) of the accuracy the report names as the result: the held-out test
+    accuracy when every job has one, else best validation accuracy (which also chose the
+    epoch, so it is optimistic)."""
+    if comparison.rows and all(r.test_accuracy is not None for r in comparison.rows):
+        return "test_accuracy", N_("test accuracy")
+    return "best_val_accuracy", N_("best validation accuracy")
+
+
+def cost_time_metric(comparison: Comparison) -> tuple[str, str]:
+    """(field, words) of the training time the trade-offs use: CPU seconds per epoch when every
+    job recorded them (another process on the machine barely changes them), else wall seconds."""
+    if comparison.rows and all(r.mean_epoch_cpu_seconds is not None for r in comparison.rows):
+        return "mean_epoch_cpu_seconds", N_("CPU seconds per epoch")
+    return "mean_epoch_seconds", N_("wall seconds per epoch")
+
+
 def groups_by_job(comparison: Comparison) -> dict[int, GroupSummary]:
     return {job_id: g for g in comparison.groups for job_id in g.job_ids}
 
@@ -174,6 +191,14 @@ def _summary(study: StudyData) -> str:
                 )
             )
     lines.append("- " + highest_accuracy_sentence(comparison))
+    if result_metric(comparison)[0] == "test_accuracy":
+        sizes = sorted({r.test_size for r in comparison.rows if r.test_size})
+        lines.append("- " + _(
+            "**The result is the test accuracy**: each job's best checkpoint scored once on "
+            "{images} held-out images that no training, early stopping, checkpoint choice or "
+            "search saw. Best validation accuracy chose the epoch, so it is optimistic; it is "
+            "shown beside it."
+        ).format(images="/".join(map(str, sizes))))
     if len(comparison.groups) > 1 and all_within_noise(comparison, study.baselines):
         lines.append(
             _(
@@ -192,15 +217,17 @@ def _summary(study: StudyData) -> str:
 
 
 def highest_accuracy_sentence(comparison: Comparison) -> str:
-    """Which model has the highest best validation accuracy (a tie is said to be one)."""
-    top = max((g.stats["best_val_accuracy"].mean or 0.0) for g in comparison.groups)
-    leaders = [g.label for g in comparison.groups if g.stats["best_val_accuracy"].mean == top]
+    """Which model has the highest result accuracy (test when held out, else best validation;
+    a tie is said to be one)."""
+    metric, words = result_metric(comparison)
+    top = max((g.stats[metric].mean or 0.0) for g in comparison.groups)
+    leaders = [g.label for g in comparison.groups if g.stats[metric].mean == top]
     message = (
-        _("Highest best validation accuracy: **{models}** ({value}) — a tie.")
+        _("Highest {metric}: **{models}** ({value}) — a tie.")
         if len(leaders) > 1
-        else _("Highest best validation accuracy: **{models}** ({value}).")
+        else _("Highest {metric}: **{models}** ({value}).")
     )
-    return message.format(models=" = ".join(leaders), value=fmt_percent(top))
+    return message.format(metric=_(words), models=" = ".join(leaders), value=fmt_percent(top))
 
 
 def all_within_noise(comparison: Comparison, baselines: Sequence[int]) -> bool:
@@ -387,6 +414,7 @@ def model_summary_table(group: GroupSummary) -> str:
             "best_val_accuracy",
             fmt_percent,
         ),
+        (N_("test accuracy (held out)"), stat_percent(s["test_accuracy"]), "", None),
         (
             N_("final validation accuracy"),
             stat_percent(s["final_val_accuracy"]),
@@ -413,7 +441,8 @@ def model_summary_table(group: GroupSummary) -> str:
         ),
         (N_("parameters"), fmt_params(s["num_parameters"].mean), "num_parameters", fmt_params),
         (N_("GFLOPs per image"), fmt_number(s["gflops"].mean, 2), "gflops", fmt_number),
-        (N_("seconds per epoch"), stat_number(s["mean_epoch_seconds"], 1), "", None),
+        (N_("seconds per epoch (wall)"), stat_number(s["mean_epoch_seconds"], 1), "", None),
+        (N_("CPU seconds per epoch"), stat_number(s["mean_epoch_cpu_seconds"], 1), "", None),
         (N_("inference latency (ms / image, CPU)"), stat_number(s["inference_ms"], 1), "", None),
     ]
     header = [_("metric"), _("this study ({runs})").format(runs=_runs(group))]
@@ -442,6 +471,7 @@ def _runs_table(runs: Sequence[ComparisonRow]) -> str:
         _("job"),
         _("seed"),
         _("best val acc (epoch)"),
+        _("test acc"),
         _("final train acc"),
         _("final val acc"),
         _("final train loss"),
@@ -452,6 +482,7 @@ def _runs_table(runs: Sequence[ComparisonRow]) -> str:
             r.job_id,
             r.seed,
             f"{fmt_percent(r.best_val_accuracy)} ({r.best_epoch})",
+            fmt_percent(r.test_accuracy),
             fmt_percent(r.final_train_accuracy),
             fmt_percent(r.final_val_accuracy),
             fmt_number(r.final_train_loss),
@@ -600,28 +631,30 @@ def _all_models_section(study: StudyData, figures: dict[str, Figure]) -> str:
     )
 
 
-def tradeoff_points(groups: Sequence[GroupSummary]) -> list[TradeoffPoint]:
+def tradeoff_points(groups: Sequence[GroupSummary], accuracy: str = "best_val_accuracy",
+                    time_field: str = "mean_epoch_seconds") -> list[TradeoffPoint]:
     return [
         TradeoffPoint(
             label=g.label,
-            accuracy=g.stats["best_val_accuracy"].mean,
-            accuracy_std=g.stats["best_val_accuracy"].std,
+            accuracy=g.stats[accuracy].mean,
+            accuracy_std=g.stats[accuracy].std,
             parameters=g.stats["num_parameters"].mean,
             gflops=g.stats["gflops"].mean,
-            epoch_seconds=g.stats["mean_epoch_seconds"].mean,
+            epoch_seconds=g.stats[time_field].mean,
             latency_ms=g.stats["inference_ms"].mean,
         )
         for g in groups
     ]
 
 
-def tradeoff_table(points: Sequence[TradeoffPoint]) -> str:
+def tradeoff_table(points: Sequence[TradeoffPoint], accuracy_header: str = N_("best val acc"),
+                   time_header: str = N_("s / epoch")) -> str:
     header = [
         _("model"),
-        _("best val acc"),
+        _(accuracy_header),
         _("params"),
         _("GFLOPs"),
-        _("s / epoch"),
+        _(time_header),
         _("latency ms"),
         _("Pareto-optimal for"),
     ]
@@ -641,23 +674,38 @@ def tradeoff_table(points: Sequence[TradeoffPoint]) -> str:
 
 
 def _tradeoff_section(study: StudyData, figures: dict[str, Figure]) -> str:
-    points = tradeoff_points(study.comparison.groups)
-    figures["tradeoff.png"] = tradeoff_figure(points)
+    accuracy, accuracy_words = result_metric(study.comparison)
+    time_field, time_words = cost_time_metric(study.comparison)
+    points = tradeoff_points(study.comparison.groups, accuracy, time_field)
+    figures["tradeoff.png"] = tradeoff_figure(points, accuracy_words, time_words)
+    cpu = time_field == "mean_epoch_cpu_seconds"
+    loads = [r.mean_load_average for r in study.comparison.rows if r.mean_load_average is not None]
+    text = [
+        _("{accuracy} against what it costs. A model is *Pareto-optimal* for a cost when no "
+          "other model is at least as accurate and at most as costly (and better in one).")
+        .format(accuracy=_(accuracy_words).capitalize()),
+        _("Training time is **CPU seconds per epoch**: the CPU time the training process "
+          "spent, which other work on the machine barely changes (wall seconds are in the "
+          "tables above).") if cpu else
+        _("Training time is **wall seconds per epoch**: other work on the machine inflates it, "
+          "so compare it only between runs made under the same conditions."),
+        _("Latency is the median of many timed single-image forward passes on the CPU after "
+          "warm-up, a wall-clock figure that the median keeps from most interruptions."),
+    ]
+    if loads:
+        text.append(_("The 1-minute load average during the epochs was {low}-{high}.").format(
+            low=number(min(loads), ".1f"), high=number(max(loads), ".1f")))
     return "\n".join(
         [
             "## " + _("Trade-offs"),
             "",
-            _(
-                "Best validation accuracy against what it costs. A model is *Pareto-optimal* "
-                "for a cost when no other model is at least as accurate and at most as costly "
-                "(and better in one). Seconds per epoch and latency are wall-clock times on the "
-                "machine that ran the jobs; other work on it inflates them, so compare them only "
-                "between runs made under the same conditions."
-            ),
+            " ".join(text),
             "",
             "![" + _("trade-offs") + "](tradeoff.png)",
             "",
-            tradeoff_table(points),
+            tradeoff_table(points, N_("test acc") if accuracy == "test_accuracy"
+                           else N_("best val acc"),
+                           N_("CPU s / epoch") if cpu else N_("s / epoch")),
         ]
     )
 

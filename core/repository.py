@@ -261,7 +261,8 @@ def record_progress(
 
 
 def record_inference_latency(
-    *, session: Session, job_id: int, inference_ms: float, device: str, threads: int
+    *, session: Session, job_id: int, inference_ms: float, device: str, threads: int,
+    runs: int | None = None, load_average: float | None = None,
 ) -> None:
     """Kept in run_info beside what the run recorded, for comparisons."""
     job = session.get(Job, job_id)
@@ -269,7 +270,8 @@ def record_inference_latency(
         return
     info = job.run_details.model_copy(
         update={"inference_ms": inference_ms, "inference_device": device,
-                "inference_threads": threads}
+                "inference_threads": threads, "inference_runs": runs,
+                "inference_load_average": load_average}
     )
     job.run_info = info.stored()
     session.flush()

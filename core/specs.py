@@ -174,6 +174,8 @@ class JobRunInfo(BaseModel):
     inference_ms: float | None = Field(None, description="one image, on the CPU")
     inference_device: str | None = None
     inference_threads: int | None = None
+    inference_runs: int | None = Field(None, description="timed runs after warm-up (median kept)")
+    inference_load_average: float | None = Field(None, description="1-minute load when timed")
 
     def stored(self) -> dict[str, Any]:
         """The JSON kept on the row: only what is known."""
@@ -189,7 +191,11 @@ class EpochMetrics(BaseModel):
     val_loss: float
     val_accuracy: float
     lr: float
-    epoch_seconds: float
+    epoch_seconds: float = Field(description="wall-clock: grows with other load on the machine")
+    epoch_cpu_seconds: float | None = Field(
+        None, description="CPU seconds this process spent on the epoch (all its threads)"
+    )
+    load_average: float | None = Field(None, description="1-minute load average at the end")
     train_images_per_second: float
     generalization_gap: float = Field(description="train_accuracy - val_accuracy")
     grad_norms: dict[str, float] = Field(

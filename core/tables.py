@@ -259,6 +259,8 @@ class EpochMetric(Base):
     val_accuracy: Mapped[float]
     lr: Mapped[float]
     epoch_seconds: Mapped[float]
+    epoch_cpu_seconds: Mapped[float | None] = mapped_column(doc="process CPU time of the epoch")
+    load_average: Mapped[float | None] = mapped_column(doc="1-minute load average at its end")
     train_images_per_second: Mapped[float]
     generalization_gap: Mapped[float]
     grad_norms: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -85,10 +85,13 @@ def architecture_summary(
     return copy.deepcopy(_summary(name, num_classes, image_size, **options))
 
 
-def measure_latency_ms(model: nn.Module, image_size: int, repeats: int = 10) -> float:
+def measure_latency_ms(model: nn.Module, image_size: int, repeats: int = 30,
+                       warmup: int = 5) -> float:
     """Median wall time (ms) of one forward pass of a single image on the model's device.
 
-    Wall-clock on a possibly busy machine: compare figures measured under the same conditions.
+    `warmup` untimed calls first (they allocate memory and choose kernels), then `repeats`
+    timed ones: the median of many ignores the runs that another process on a busy machine
+    interrupted, which a mean or a handful of runs would not.
     """
     parameter = next(model.parameters())
     image = torch.randn(1, 3, image_size, image_size, device=parameter.device)
@@ -96,12 +99,12 @@ def measure_latency_ms(model: nn.Module, image_size: int, repeats: int = 10) -> 
     model.eval()
     times = []
     with torch.inference_mode():
-        for index in range(repeats + 2):
+        for index in range(repeats + warmup):
             started = time.perf_counter()
             model(image)
             if parameter.device.type == "cuda":
                 torch.cuda.synchronize()
-            if index >= 2:  # the first calls allocate memory and choose kernels
+            if index >= warmup:
                 times.append(time.perf_counter() - started)
     model.train(was_training)
     return round(1000 * statistics.median(times), 3)

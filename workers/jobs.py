@@ -35,6 +35,7 @@ from workers.trials import TrialReporter, finish_trial
 
 log = logging.getLogger(__name__)
 
+LATENCY_RUNS = 30  # timed after warm-up; the median is kept
 USER_ERRORS = (UserError, ModelConfigError)
 
 
@@ -257,7 +258,7 @@ def record_inference_latency(
     """
     options = {k: v for k, v in spec.architecture.options.items() if k != "pretrained_weights"}
     model = build_model(spec.architecture.name, num_classes, **options)
-    latency_ms = measure_latency_ms(model, spec.hyperparameters.image_size)
+    latency_ms = measure_latency_ms(model, spec.hyperparameters.image_size, repeats=LATENCY_RUNS)
     with session_scope(settings.database) as session:
         repo.record_inference_latency(
             session=session,
@@ -265,6 +266,8 @@ def record_inference_latency(
             inference_ms=latency_ms,
             device="cpu",
             threads=torch.get_num_threads(),
+            runs=LATENCY_RUNS,
+            load_average=os.getloadavg()[0],
         )
 
 

@@ -8,6 +8,7 @@ before it except the weights and optimizer state, which the checkpoint restores 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Iterable
 from functools import partial
@@ -126,7 +127,7 @@ def _run_epochs(step: TrainStep, spec: TrainSpec, prepared: PreparedData,
         torch.manual_seed(derived_seed(hp.seed, epoch, "torch"))  # dropout, drop-path
         generator = torch.Generator().manual_seed(derived_seed(hp.seed, epoch, "data"))
         plan = batch_plan(len(prepared.train), hp.batch_size, generator)
-        started = time.perf_counter()
+        clock = EpochClock()
         stats = train_one_epoch(step, read(prepared.train, plan, crop=train_crop),
                                 partial(transform, generator=generator), epoch=epoch,
                                 total_batches=len(plan), callbacks=events)
@@ -134,8 +135,7 @@ def _run_epochs(step: TrainStep, spec: TrainSpec, prepared: PreparedData,
             return "cancelled", trained
         scores = evaluate(step.model, read(prepared.val, val_plan, crop=hp.image_size),
                           transform, num_classes=len(prepared.class_names), runtime=runtime)
-        metrics = _epoch_metrics(epoch, stats, scores, history, prepared.class_names,
-                                 time.perf_counter() - started)
+        metrics = _epoch_metrics(epoch, stats, scores, history, prepared.class_names, clock)
         history.append(metrics)
         trained = True
         # Checkpoints first, then the epoch event: whoever records the epoch can point at them.
@@ -148,9 +148,22 @@ def _run_epochs(step: TrainStep, spec: TrainSpec, prepared: PreparedData,
     return "completed", trained
 
 
+class EpochClock:
+    """Wall and process CPU time since it was made. On a busy machine the wall time of an epoch
+    grows with everyone else's load; the CPU seconds this process spent grow far less, so cost
+    comparisons across jobs use them (with the load average recorded beside)."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def elapsed(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
 def _epoch_metrics(epoch: int, stats: TrainStats, scores: EvalStats,
                    history: list[EpochMetrics], class_names: list[str],
-                   seconds: float) -> EpochMetrics:
+                   clock: EpochClock) -> EpochMetrics:
+    seconds, cpu_seconds = clock.elapsed()
     best = _best_epoch(history)
     previous = history[best - 1] if best is not None else None
     is_best = previous is None or epoch_score(scores.accuracy, scores.loss) > epoch_score(
@@ -158,6 +171,7 @@ def _epoch_metrics(epoch: int, stats: TrainStats, scores: EvalStats,
     return EpochMetrics(
         epoch=epoch, train_loss=stats.loss, train_accuracy=stats.accuracy,
         val_loss=scores.loss, val_accuracy=scores.accuracy, lr=stats.lr, epoch_seconds=seconds,
+        epoch_cpu_seconds=cpu_seconds, load_average=os.getloadavg()[0],
         train_images_per_second=stats.images / max(stats.seconds, 1e-9),
         generalization_gap=stats.accuracy - scores.accuracy, grad_norms=stats.grad_norms,
         is_best=is_best,
