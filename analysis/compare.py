@@ -314,13 +314,19 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _short(value: Any) -> Any:
+    """Floats in labels to 3 significant digits: a tuned lr of 0.017283822 reads 0.0173."""
+    return f"{value:.3g}" if isinstance(value, float) else value
+
+
 def job_labels(records: Sequence[JobRecord], include_seed: bool = True) -> dict[int, str]:
     """Legend text: the architecture and each setting that differs, e.g. 'resnet34 lr=0.01'."""
     keys = [k for k in differing_settings(records) if include_seed or k != "seed"]
     labels = {}
     for record in records:
         settings = _settings(record)
-        parts = [record.architecture, *(f"{k}={settings.get(k)}" for k in keys if k in settings)]
+        parts = [record.architecture,
+                 *(f"{k}={_short(settings.get(k))}" for k in keys if k in settings)]
         labels[record.id] = " ".join(parts)
     # Identical labels would make a legend useless: tell such jobs apart by id.
     counts = Counter(labels.values())

@@ -64,7 +64,7 @@ class JobState:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("succeeded", "failed", "cancelled")
+        return self.status in ("succeeded", "failed", "cancelled", "pruned")
 
 
 class Backend(Protocol):

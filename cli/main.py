@@ -16,7 +16,9 @@ app = typer.Typer(
 )
 
 # Each module exposes `register(app: typer.Typer) -> None`.
-COMMAND_MODULES = ("cli.train", "cli.datasets", "cli.server", "cli.predict", "cli.study")
+COMMAND_MODULES = (
+    "cli.train", "cli.datasets", "cli.server", "cli.predict", "cli.study", "cli.search"
+)
 
 for module_name in COMMAND_MODULES:
     importlib.import_module(module_name).register(app)

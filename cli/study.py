@@ -13,6 +13,7 @@ import shlex
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -28,6 +29,7 @@ from analysis.study import (
     submit_study,
     unsuccessful_jobs,
 )
+from analysis.tuning import TUNED_TITLE, job_labels, tune, tuning_rows
 from analysis.writer import FORMATS, TEMPLATES, ReportStyle, write_report
 from cli.api_client import DEFAULT_URL, make_client
 from cli.study_local import LocalBackend
@@ -71,6 +73,36 @@ def run_study(
     report = write_report(study, out, style)
     console.print(summary_table(study.comparison))
     failed = unsuccessful_jobs(study.comparison)
+    if failed:
+        errors.print(f"report (partial): {report}; jobs that did not succeed: {failed}")
+        raise typer.Exit(1)
+    return report
+
+
+def run_tuned_study(backend: Backend, plan: StudyPlan, data: Path, n_trials: int, out: Path,
+                    command: str, style: ReportStyle,
+                    sleep: Callable[[float], None] = time.sleep) -> Path:
+    """`--tune N`: a search per architecture, then its best and its untuned preset trained
+    with the study's seeds; the report compares the tuned runs and shows tuned vs untuned."""
+    from cli.search import wait_for_searches
+
+    tuned = tune(backend, plan, data, n_trials, lambda ids: wait_for_searches(backend, ids, sleep))
+    labels = job_labels(tuned)
+    backend.start(list(labels))
+    try:
+        follow(backend, labels, sleep, console)
+    except KeyboardInterrupt:
+        errors.print("interrupted: stopping the study's jobs")
+        backend.stop(list(labels))
+        raise typer.Exit(130) from None
+    tuned_ids = [job_id for entry in tuned for job_id in entry.tuned_ids]
+    study_data = gather_study(backend, tuned_ids, command)
+    untuned = backend.comparison([job_id for entry in tuned for job_id in entry.untuned_ids])
+    rows = tuning_rows(tuned, study_data.comparison, untuned)
+    report = write_report(replace(study_data, tuning=rows, title=TUNED_TITLE),
+                          out, style)
+    console.print(summary_table(study_data.comparison))
+    failed = unsuccessful_jobs(study_data.comparison) + unsuccessful_jobs(untuned)
     if failed:
         errors.print(f"report (partial): {report}; jobs that did not succeed: {failed}")
         raise typer.Exit(1)
@@ -133,6 +165,11 @@ def study(
         int, typer.Option("--repeats", min=1, max=20, help="runs per architecture, seeds +0..N-1")
     ] = 1,
     seed: Annotated[int | None, typer.Option("--seed", min=0, help="first seed")] = None,
+    tune: Annotated[
+        int | None,
+        typer.Option("--tune", min=1, help="a search of N trials per architecture first; then "
+                     "each one's best and its untuned preset are trained with --repeats seeds"),
+    ] = None,
     archs: Annotated[
         str,
         typer.Option(
@@ -193,6 +230,7 @@ def study(
                 "--image-size": image_size,
                 "--seed": seed,
                 "--repeats": repeats if repeats > 1 else None,
+                "--tune": tune,
                 "--archs": archs if archs != DEFAULT_ARCHS else None,
                 **report_flags,
                 "--out": out,
@@ -201,10 +239,13 @@ def study(
     try:
         with open_backend(local, device, url, token) as backend:
             if jobs is not None:
-                labels = {job_id: f"job {job_id}" for job_id in job_ids}
+                report = run_study(backend, {job_id: f"job {job_id}" for job_id in job_ids},
+                                   out, command, style)
+            elif tune is not None:
+                report = run_tuned_study(backend, plan, data, tune, out, command, style)
             else:
-                labels = submit_study(backend, plan, data)
-            report = run_study(backend, labels, out, command, style)
+                report = run_study(backend, submit_study(backend, plan, data), out, command,
+                                   style)
     except StudyError as exc:
         _fail(str(exc), exc.exit_code)
     console.print(f"report: {report}")

@@ -8,6 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from analysis.compare import Comparison
 from analysis.study import JobState, StoredRuns, StudyError, StudyPlan
 from core.specs import EpochMetrics
@@ -119,3 +121,59 @@ class LocalBackend:
 
     def _stored(self, session: Any) -> StoredRuns:
         return StoredRuns(session, self.architectures())
+
+    # --- searches (`foodlab search --local`, `foodlab study --local --tune N`) ---------------
+
+    def create_search(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The search POST /searches would create; its trials wait for `run_search`."""
+        import models
+        from core import search as searches
+        from core.errors import UserError, from_validation_error
+        from core.search_spec import SearchRequest
+
+        try:
+            request = SearchRequest.model_validate(body)
+            with self._session() as session:
+                search = searches.create_search(
+                    session=session, database_url=self.settings.database, request=request,
+                    canonical_options=models.canonical_options, queue="local")
+                search_id = search.id
+        except ValidationError as exc:
+            raise StudyError(str(from_validation_error(exc)), 2) from None
+        except UserError as exc:
+            raise StudyError(str(exc), 2) from None
+        searches.fill_search(self.settings.database, search_id, models.canonical_options, None)
+        return {"id": search_id}
+
+    def run_search(self, search_id: int) -> None:
+        """Train the search's trials here, one after another, until it has none left."""
+        from sqlalchemy import select
+
+        from core.tables import Job, JobStatus
+        from workers.jobs import run_job
+
+        while True:
+            with self._session() as session:
+                queued = list(session.scalars(select(Job.id).where(
+                    Job.search_id == search_id, Job.status == JobStatus.queued
+                ).order_by(Job.id)))
+            if not queued:
+                return
+            for job_id in queued:
+                run_job(self.settings, job_id, self.device)
+
+    def search_detail(self, search_id: int) -> dict[str, Any]:
+        from core import search as searches
+        from core.tables import Search
+
+        with self._session() as session:
+            search = session.get(Search, search_id)
+            if search is None:
+                raise StudyError(f"search {search_id} not found in {self.settings.database}", 2)
+            summary = searches.search_summary(session=session,
+                                              database_url=self.settings.database, search=search)
+            return {"id": search.id, "status": search.status.value,
+                    "study_name": search.study_name, "n_trials": search.n_trials,
+                    "architecture": {"name": search.architecture},
+                    "objective": search.objective, "hyperparameters": search.hyperparameters,
+                    **summary}

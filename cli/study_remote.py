@@ -93,6 +93,15 @@ class RemoteBackend:
     def architectures(self) -> dict[str, dict[str, Any]]:
         return {entry["name"]: entry for entry in self._get("/architectures")["data"]}
 
+    def create_search(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/searches", json=body)
+
+    def run_search(self, search_id: int) -> None:
+        """Nothing to run: the service's workers train the trials."""
+
+    def search_detail(self, search_id: int) -> dict[str, Any]:
+        return self._get(f"/searches/{search_id}")
+
 
 def zip_folder(folder: Path) -> bytes:
     """The folder's files in a .zip with the class folders at its root (hidden files left out)."""

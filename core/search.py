@@ -264,9 +264,10 @@ def tell(study: optuna.Study, number: int, status: JobStatus, value: float | Non
         study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
 
 
-def cancel_search(*, session: Session, database_url: str, search: Search) -> Search:
+def cancel_search(*, session: Session, search: Search) -> list[int]:
     """Stop the search: no new trials; queued trials cancelled now, running ones at their next
-    batch (their worker then tells the study)."""
+    batch (their worker then tells the study). Flushed; returns the trial numbers cancelled
+    now, for `tell_cancelled` once the caller has committed."""
     if search.status != SearchStatus.running:
         raise Conflict(f"search {search.id} is already {search.status.value}", "search_id")
     search.cancel_requested = True
@@ -278,11 +279,14 @@ def cancel_search(*, session: Session, database_url: str, search: Search) -> Sea
             repo.request_cancel(session=session, job=job)
             if job.status == JobStatus.cancelled and job.trial_number is not None:
                 stopped.append(job.trial_number)
-    session.commit()
+    session.flush()
+    return stopped
+
+
+def tell_cancelled(database_url: str, search: Search, numbers: list[int]) -> None:
     study = load_study(database_url, search)
-    for number in stopped:
+    for number in numbers:
         tell(study, number, JobStatus.cancelled, None)
-    return search
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -350,7 +354,9 @@ def search_plot(database_url: str, search: Search, kind: str) -> bytes:
     if kind == "importances" and not importances(study):
         raise Conflict(f"search {search.id} needs two complete trials that differ before "
                        "importances can be drawn", "search_id")
-    with _PLOT_LOCK, warnings.catch_warnings():
+    # rc_context: Optuna's plots switch pyplot's global style, which would change the colours
+    # of every later figure in this process (the report's, the API's curves).
+    with _PLOT_LOCK, warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
         axes = getattr(optuna_plots, PLOTS[kind])(study)
         figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure

@@ -67,6 +67,8 @@ def search_plot(search_id: int, kind: Literal["history", "parallel", "importance
 
 @router.post("/{search_id}/cancel", response_model=SearchPublic, dependencies=[TokenDep])
 def cancel_search(search_id: int, session: SessionDep, settings: SettingsDep) -> SearchPublic:
-    search = searches.cancel_search(session=session, database_url=settings.database,
-                                    search=load_search(session, search_id))
+    search = load_search(session, search_id)
+    stopped = searches.cancel_search(session=session, search=search)
+    session.commit()
+    searches.tell_cancelled(settings.database, search, stopped)
     return SearchPublic.from_row(search)

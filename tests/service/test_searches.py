@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import pytest
 from fastapi.testclient import TestClient
 
@@ -96,9 +97,11 @@ def test_a_search_runs_its_trials_as_jobs_and_reports_the_best(
             assert job.hyperparameters["lr"] == trial["params"]["lr"]
             assert trial["value"] == job.best_val_accuracy and trial["epochs_run"] == 2
             assert job.test_metrics is not None and trial["test_accuracy"] == job.test_accuracy
+    colours = matplotlib.rcParams["axes.prop_cycle"]
     for kind in ("history", "parallel"):
         plot = client.get(f"/searches/{search['id']}/{kind}.png")
         assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
+    assert matplotlib.rcParams["axes.prop_cycle"] == colours  # Optuna's style stays in its plots
     listed = client.get("/searches").json()
     assert listed["count"] == 1 and listed["data"][0]["id"] == search["id"]
     assert client.post(f"/searches/{search['id']}/cancel").status_code == 409  # already over
