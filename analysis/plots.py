@@ -17,8 +17,9 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter
 
-from analysis.i18n import N_, _
+from analysis.i18n import N_, _, current, number
 from core.specs import best_epoch
 
 DPI = 100
@@ -110,7 +111,7 @@ def curves_figure(curves: Sequence[Curve], title: str | None = None) -> Figure:
         _curve_legends(figure, acc_ax, curves)
     if title:
         figure.suptitle(title)
-    return figure
+    return localised(figure)
 
 
 def _log_scale_if_spiky(loss_ax: Axes, curves: Sequence[Curve]) -> None:
@@ -136,7 +137,7 @@ def _plot_curve(loss_ax: Axes, acc_ax: Axes, curve: Curve, colour: str) -> None:
         loss_ax.scatter([best.epoch], [best.val_loss], color=colour, **BEST_MARKER)
         acc_ax.scatter([best.epoch], [100 * best.val_accuracy], color=colour, **BEST_MARKER)
         acc_ax.annotate(
-            f"{100 * best.val_accuracy:.1f}% @ {best.epoch}",
+            f"{number(100 * best.val_accuracy, '.1f')}% @ {best.epoch}",
             (best.epoch, 100 * best.val_accuracy),
             textcoords="offset points",
             xytext=(6, 6),
@@ -207,7 +208,7 @@ def gradients_figure(curve: Curve) -> Figure:
         ax.grid(alpha=0.3, which="both")
     time_ax.xaxis.get_major_locator().set_params(integer=True)
     figure.suptitle(_("Gradient flow: {model}").format(model=curve.label))
-    return figure
+    return localised(figure)
 
 
 def gradient_flow_figure(curves: Sequence[Curve]) -> Figure:
@@ -237,6 +238,22 @@ def gradient_flow_figure(curves: Sequence[Curve]) -> Figure:
     if curves:
         last_ax.legend(fontsize=8)
     figure.suptitle(_("Gradient flow along the depth (input → output)"))
+    return localised(figure)
+
+
+def localised(figure: Figure) -> Figure:
+    """Tick labels of linear axes with the report language's decimal symbol ('0,5').
+
+    English keeps matplotlib's own labels. The symbol is read now: the figure is drawn later,
+    when the report's language may no longer be the active one."""
+    symbol = current().decimal_symbol
+    if symbol == ".":
+        return figure
+    formatter = FuncFormatter(lambda value, _position: format(value, "g").replace(".", symbol))
+    for ax in figure.axes:
+        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+            if scale == "linear":
+                axis.set_major_formatter(formatter)
     return figure
 
 
@@ -264,7 +281,7 @@ def tradeoff_figure(points: Sequence[TradeoffPoint],
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(_("{accuracy} (%)").format(accuracy=_(accuracy_label)))
     figure.suptitle(_("Accuracy against cost (up and to the left is better)"))
-    return figure
+    return localised(figure)
 
 
 def _tradeoff_panel(

@@ -164,26 +164,26 @@ def _tuning_section(rows: Sequence[TuningRow]) -> str:
 
 def _header(study: StudyData) -> str:
     name = study.dataset.get("name")
+    return title_and_provenance(study, f"# {_(study.title)}" + (f": {name}" if name else ""))
+
+
+def title_and_provenance(study: StudyData, title: str) -> str:
+    """The title, where the numbers come from, and the command that made the report."""
     lines = [
-        f"# {_(study.title)}" + (f": {name}" if name else ""),
+        title,
         "",
         _(
             "Generated {when} UTC from jobs {jobs}. Every number in this report is computed "
             "from the runs' stored metrics; the only typed-in figures are the reference "
             "study's, in columns labelled *reference study reported*."
-        ).format(when=f"{study.generated_at:%Y-%m-%d %H:%M}", jobs=job_list(study)),
+        ).format(
+            when=f"{study.generated_at:%Y-%m-%d %H:%M}",
+            jobs=", ".join(str(i) for i in study.comparison.job_ids),
+        ),
     ]
     if study.command:
-        lines += ["", provenance(study)]
+        lines += ["", _("Produced with `{command}`.").format(command=study.command)]
     return "\n".join(lines)
-
-
-def job_list(study: StudyData) -> str:
-    return ", ".join(str(i) for i in study.comparison.job_ids)
-
-
-def provenance(study: StudyData) -> str:
-    return _("Produced with `{command}`.").format(command=study.command)
 
 
 def result_metric(comparison: Comparison) -> tuple[str, str]:

@@ -43,11 +43,10 @@ from analysis.report import (
     groups_by_job,
     has_gradients,
     highest_accuracy_sentence,
-    job_list,
     model_summary_table,
     noise_text,
     pareto_costs,
-    provenance,
+    title_and_provenance,
     tradeoff_points,
     tradeoff_table,
 )
@@ -163,20 +162,8 @@ def render_report(study: StudyData) -> tuple[str, dict[str, Figure]]:
 
 def _header(study: StudyData) -> str:
     name = study.dataset.get("name")
-    lines = [
-        "# "
-        + _("Exploration assignment: Plain-34, ResNet-34 and its modifications")
-        + (f" — {name}" if name else ""),
-        "",
-        _(
-            "Generated {when} UTC from jobs {jobs}. Every number in this report is computed "
-            "from the runs' stored metrics; the only typed-in figures are the reference "
-            "study's, in columns labelled *reference study reported*."
-        ).format(when=f"{study.generated_at:%Y-%m-%d %H:%M}", jobs=job_list(study)),
-    ]
-    if study.command:
-        lines += ["", provenance(study)]
-    return "\n".join(lines)
+    title = _("Exploration assignment: Plain-34, ResNet-34 and its modifications")
+    return title_and_provenance(study, f"# {title}" + (f" — {name}" if name else ""))
 
 
 def _too_few_models(comparison: Comparison) -> str:

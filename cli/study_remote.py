@@ -89,7 +89,6 @@ class RemoteBackend:
             for job_id in job_ids
         }
 
-
     def architectures(self) -> dict[str, dict[str, Any]]:
         return {entry["name"]: entry for entry in self._get("/architectures")["data"]}
 
