@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session, defer
 
 from core.errors import NotFound
 from core.specs import EpochMetrics, JobRunInfo, TestMetrics
-from core.tables import Checkpoint, Dataset, EpochMetric, Job, JobStatus, utcnow
+from core.tables import (
+    Checkpoint,
+    Dataset,
+    EpochMetric,
+    Job,
+    JobStatus,
+    ServingGeneration,
+    utcnow,
+)
 
 
 def get_dataset(*, session: Session, dataset_id: int) -> Dataset | None:
@@ -426,11 +434,17 @@ def job_checkpoints(*, session: Session, job_id: int) -> list[Checkpoint]:
 
 def promote_job(*, session: Session, job: Job) -> None:
     """Make `job` its dataset's serving model; the previously promoted one is un-promoted."""
-    # Clear every other row of the dataset (not only promoted ones) so that a concurrent
-    # promotion waits on our row locks instead of leaving two promoted jobs behind.
+    # Promotions take turns on the serving-generation row (bumping it, as the triggers also
+    # do), so a concurrent one waits and then sees ours; only promoted rows are rewritten,
+    # not every job of the dataset.
+    session.execute(
+        update(ServingGeneration)
+        .where(ServingGeneration.id == 1)
+        .values(generation=ServingGeneration.generation + 1)
+    )
     session.execute(
         update(Job)
-        .where(Job.dataset_id == job.dataset_id, Job.id != job.id)
+        .where(Job.dataset_id == job.dataset_id, Job.id != job.id, Job.promoted_at.is_not(None))
         .values(promoted_at=None)
         .execution_options(synchronize_session=False)
     )

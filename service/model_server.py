@@ -1,4 +1,5 @@
-"""What the API keeps between requests to answer /predict: the bundle cache and the batcher.
+"""What the API keeps between requests to answer /predict: the serving choices, the bundle
+cache and the batcher.
 
 Built once per app, in its lifespan (`service.app`); routes receive it as `ModelServerDep`.
 """
@@ -6,18 +7,20 @@ Built once per app, in its lifespan (`service.app`); routes receive it as `Model
 from __future__ import annotations
 
 import models
+from core.servable import ServingChoices
 from core.settings import Settings
 from service.batcher import InferenceBatcher
 from service.bundle_cache import BundleCache
 
 
 class ModelServer:
-    """What the API keeps between requests: the loaded-model cache and the batcher."""
+    """What the API keeps between requests: which job serves, the loaded models, the batcher."""
 
     def __init__(
         self, cache_size: int, precision: models.Precision = "float32", runners: int = 2
     ) -> None:
         self.dtype = models.inference_dtype(precision)
+        self.choices = ServingChoices()
         self.cache = BundleCache(cache_size, self.dtype)
         self.batcher = InferenceBatcher(runners=runners)
 

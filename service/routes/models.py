@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 from core import repository as repo
 from core import servable
 from core.servable import Choice, SelectedBy, ServableModel
-from core.specs import ArchitectureSpec, RowId
+from core.specs import ArchitectureSpec, RowId, RowOffset
 from service.deps import JobDep, ModelServerDep, SessionDep, TokenDep
 from service.model_server import ModelServer
 
@@ -82,19 +83,30 @@ DatasetQuery = Annotated[
 @router.get("", response_model=ModelsPublic)
 def list_models(
     session: SessionDep,
+    server: ModelServerDep,
     dataset_id: Annotated[RowId | None, Query(description="default: every dataset")] = None,
+    offset: RowOffset = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ModelsPublic:
     """Succeeded jobs with an inference bundle, per dataset best first."""
-    serving_ids = servable.serving_job_ids(session=session)
-    rows = servable.servable_models(session=session, dataset_id=dataset_id)
+    rows = servable.servable_models(
+        session=session, dataset_id=dataset_id, offset=offset, limit=limit
+    )
+    cached = server.choices.at(session)
+    chosen = (cached.choice(dataset) for dataset in {row.job.dataset_id for row in rows})
+    serving_ids = {choice.model.job.id for choice in chosen if choice is not None}
     data = [ModelPublic.from_model(row, serving=row.job.id in serving_ids) for row in rows]
-    return ModelsPublic(data=data, count=len(data))
+    return ModelsPublic(data=data, count=cached.count(dataset_id))
 
 
 @router.get("/serving", response_model=ServingModelPublic)
-def get_serving(session: SessionDep, dataset_id: DatasetQuery = None) -> ServingModelPublic:
+def get_serving(
+    session: SessionDep, server: ModelServerDep, dataset_id: DatasetQuery = None
+) -> ServingModelPublic:
     """The model that answers `POST /predict` (with the same `dataset_id`) right now."""
-    choice = servable.resolve_choice(session=session, dataset_id=dataset_id)
+    choice = servable.resolve_choice(
+        session=session, choices=server.choices, dataset_id=dataset_id
+    )
     return ServingModelPublic.from_choice(choice)
 
 
@@ -120,6 +132,7 @@ def _load_and_promote(
     model = servable.require_servable(session=session, job_id=job_id)
     # Loading first refuses a broken bundle (409) and warms the cache for the next request.
     server.cache.get(model)
-    repo.promote_job(session=session, job=model.job)
+    job = repo.require_job(session=session, job_id=job_id)
+    repo.promote_job(session=session, job=job)
     session.commit()
-    return model
+    return replace(model, job=replace(model.job, promoted_at=job.promoted_at))

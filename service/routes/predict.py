@@ -148,7 +148,9 @@ def _prepare(
     opened = [open_image(upload, limits) for upload in uploads]
     with closing(open_session(settings.database)) as session:
         # Resolved once per request: later promotions never change the model of this request.
-        choice = servable.resolve_choice(session=session, job_id=job_id, dataset_id=dataset_id)
+        choice = servable.resolve_choice(
+            session=session, choices=server.choices, job_id=job_id, dataset_id=dataset_id
+        )
         model = ServingModelPublic.from_choice(choice)
     loaded = server.cache.get(choice.model)
     # The bundle's own preprocessing: image size and normalisation travel with the model.

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from bench.scale_rows import add_datasets, seed_jobs
 from core import repository as repo
+from core import servable
 from core.db import get_engine, open_session, refresh_statistics
 from core.migrate import upgrade
 from core.settings import Settings
@@ -123,6 +124,38 @@ def test_the_unfiltered_job_list_reads_one_page_and_counts_on_an_index(url: str)
     else:
         assert any(line.startswith("Index Only Scan jobs") for line in count_plan), count_plan
         assert "Sort" not in page_plan and not any("Seq Scan" in x for x in page_plan), page_plan
+
+
+SELECTIONS = {
+    "best of a dataset": lambda s: servable.serving_choice(session=s, dataset_id=2),
+    "default dataset": lambda s: servable.default_dataset_id(session=s),
+    "one job's model": lambda s: servable.servable_model(session=s, job_id=5000),
+    "model page": lambda s: servable.servable_models(session=s, offset=100, limit=50),
+    "model page of a dataset": lambda s: servable.servable_models(session=s, dataset_id=3),
+}
+
+
+@pytest.mark.parametrize("name", SELECTIONS)
+def test_model_selection_reads_the_first_index_entries_in_order(url: str, name: str) -> None:
+    assert_walks_an_index(url, SELECTIONS[name], sorted_by_index=True)
+
+
+def test_a_promoted_job_is_found_through_an_index(url: str) -> None:
+    with open_session(url) as session:
+        choice = servable.serving_choice(session=session, dataset_id=1)
+        assert choice is not None
+        job = repo.require_job(session=session, job_id=choice.model.job.id - 3)
+        repo.promote_job(session=session, job=job)
+        promoted = servable.serving_choice(session=session, dataset_id=1)
+        assert promoted is not None and promoted.model.job.id == job.id
+        session.rollback()  # the other tests see the seeded rows unchanged
+    assert_walks_an_index(
+        url, lambda s: servable.serving_choice(session=s, dataset_id=1), sorted_by_index=True
+    )
+
+
+def test_servable_counts_walk_an_index(url: str) -> None:
+    assert_walks_an_index(url, lambda s: servable.count_servable(session=s, dataset_id=2))
 
 
 def test_a_dataset_job_count_walks_an_index(url: str) -> None:
