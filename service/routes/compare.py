@@ -17,6 +17,7 @@ from core.errors import InvalidInput
 from core.specs import RowId
 from core.tables import Job
 from service.deps import JobDep, SessionDep
+from service.schemas import EpochMetricPublic, MetricsPublic
 
 router = APIRouter(prefix="/compare", tags=["experiments"])
 jobs_router = APIRouter(prefix="/jobs", tags=["experiments"])
@@ -74,6 +75,23 @@ def compare_jobs(
     if format == "md":
         return PlainTextResponse(comparison_markdown(comparison), media_type="text/markdown")
     return comparison
+
+
+@router.get("/metrics", response_model=list[MetricsPublic])
+def compare_metrics(session: SessionDep, jobs: JobsQuery) -> list[MetricsPublic]:
+    """Every epoch of every job asked for, in one answer (what GET /jobs/{id}/metrics gives
+    per job): the dashboard's compare page draws its curves from it."""
+    return [
+        MetricsPublic(
+            job_id=record.id,
+            data=[
+                EpochMetricPublic.model_validate(epoch, from_attributes=True)
+                for epoch in record.epochs
+            ],
+            count=len(record.epochs),
+        )
+        for record in _records(session, jobs)
+    ]
 
 
 @router.get("/curves.png", response_class=Response, responses=PNG)

@@ -17,7 +17,7 @@ from sqlalchemy import update
 from core.db import open_session
 from core.settings import Settings
 from core.specs import PRESETS, Hyperparameters
-from core.tables import Job
+from core.tables import EpochMetric, Job
 from tests.service.test_api import dataset_id, job_body  # noqa: F401 (fixture)
 
 PAGES = ["/ui/", "/ui/jobs/1", "/ui/compare?jobs=1,2", "/ui/datasets", "/ui/predict"]
@@ -103,3 +103,21 @@ def test_thumbnails_are_small_cached_under_home_and_never_in_the_dataset(
         missing = client.get(f"/datasets/{dataset_id}/thumbnails/{path}")
         assert missing.status_code == 404 and missing.json()["field"] == field, path
     assert client.get("/datasets/999/thumbnails/0/0").status_code == 404
+
+
+def test_compare_metrics_gives_every_jobs_epochs_in_one_answer(
+    client: TestClient, dataset_id: int, settings: Settings  # noqa: F811
+) -> None:
+    ids = [client.post("/jobs", json=job_body(dataset_id)).json()["id"] for _ in range(2)]
+    with closing(open_session(settings.database)) as session:
+        for epoch in (1, 2):
+            session.add(EpochMetric(job_id=ids[1], epoch=epoch, train_loss=1.0, train_accuracy=0.5,
+                                    val_loss=1.1, val_accuracy=0.4, lr=0.1, epoch_seconds=1.0,
+                                    train_images_per_second=10.0, generalization_gap=0.1,
+                                    grad_norms={"stem": 2.0}))
+        session.commit()
+    answer = client.get("/compare/metrics", params={"jobs": f"{ids[1]},{ids[0]}"}).json()
+    assert [(m["job_id"], m["count"]) for m in answer] == [(ids[1], 2), (ids[0], 0)]
+    single = client.get(f"/jobs/{ids[1]}/metrics").json()["data"]
+    assert answer[0]["data"] == single
+    assert client.get("/compare/metrics", params={"jobs": "999"}).status_code == 404

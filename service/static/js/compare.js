@@ -218,9 +218,9 @@ async function load() {
   history.replaceState(null, "", `/ui/compare?jobs=${ids}${baseline ? `&baseline=${baseline}` : ""}`);
   say(message, "Loading…");
   try {
-    const [result, ...rows] = await Promise.all([
+    const [result, rows] = await Promise.all([
       getJson(`/compare?jobs=${ids}${baseline ? `&baseline=${baseline}` : ""}`),
-      ...ids.split(",").map((id) => getJson(`/jobs/${id}/metrics`).catch(() => ({ job_id: Number(id), data: [] })))]);
+      getJson(`/compare/metrics?jobs=${ids}`)]);
     comparison = result;
     metrics = new Map(rows.map((r) => [r.job_id, r.data]));
   } catch (error) {
