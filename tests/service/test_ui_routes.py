@@ -105,17 +105,21 @@ def test_thumbnails_are_small_cached_under_home_and_never_in_the_dataset(
     assert client.get("/datasets/999/thumbnails/0/0").status_code == 404
 
 
+def add_epochs(settings: Settings, job_id: int, count: int) -> None:
+    with closing(open_session(settings.database)) as session:
+        for epoch in range(1, count + 1):
+            session.add(EpochMetric(job_id=job_id, epoch=epoch, train_loss=1.0, train_accuracy=0.5,
+                                    val_loss=1.1, val_accuracy=0.4, lr=0.1, epoch_seconds=1.0,
+                                    train_images_per_second=10.0, generalization_gap=0.1,
+                                    grad_norms={"stem": 2.0, "classifier": 0.5}))
+        session.commit()
+
+
 def test_compare_metrics_gives_every_jobs_epochs_in_one_answer(
     client: TestClient, dataset_id: int, settings: Settings  # noqa: F811
 ) -> None:
     ids = [client.post("/jobs", json=job_body(dataset_id)).json()["id"] for _ in range(2)]
-    with closing(open_session(settings.database)) as session:
-        for epoch in (1, 2):
-            session.add(EpochMetric(job_id=ids[1], epoch=epoch, train_loss=1.0, train_accuracy=0.5,
-                                    val_loss=1.1, val_accuracy=0.4, lr=0.1, epoch_seconds=1.0,
-                                    train_images_per_second=10.0, generalization_gap=0.1,
-                                    grad_norms={"stem": 2.0}))
-        session.commit()
+    add_epochs(settings, ids[1], 2)
     answer = client.get("/compare/metrics", params={"jobs": f"{ids[1]},{ids[0]}"}).json()
     assert [(m["job_id"], m["count"]) for m in answer] == [(ids[1], 2), (ids[0], 0)]
     single = client.get(f"/jobs/{ids[1]}/metrics").json()["data"]

@@ -207,7 +207,7 @@ function exportLinks(ids, baseline) {
   document.getElementById("export-md").href = `${base}&format=md`;
   document.getElementById("export-md").download = `compare-${ids.replaceAll(",", "-")}.md`;
   const report = document.getElementById("export-report");
-  report.href = `/compare/report.zip?jobs=${ids}`;
+  report.href = `/compare/report?jobs=${ids}&format=zip`;
   report.download = `report-${ids.replaceAll(",", "-")}.zip`;
 }
 
