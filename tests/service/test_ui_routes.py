@@ -6,8 +6,9 @@ What the pages do in a browser is in tests/dashboard (real Chromium against `foo
 from __future__ import annotations
 
 import io
+import tomllib
 from contextlib import closing
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from fastapi.testclient import TestClient
@@ -125,3 +126,20 @@ def test_compare_metrics_gives_every_jobs_epochs_in_one_answer(
     single = client.get(f"/jobs/{ids[1]}/metrics").json()["data"]
     assert answer[0]["data"] == single
     assert client.get("/compare/metrics", params={"jobs": "999"}).status_code == 404
+
+
+def test_every_dashboard_file_ships_with_the_package() -> None:
+    """pyproject's package-data must match every template and static file (pip install . and
+    the Docker image install the package, not the source tree)."""
+    repo = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((repo / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["service"]
+    service = repo / "service"
+    files = [p for folder in ("static", "templates") for p in (service / folder).rglob("*")
+             if p.is_file()]
+    assert files
+    # PurePath.match, like setuptools' globs, never lets "*" cross a "/".
+    unshipped = [str(p.relative_to(service)) for p in files
+                 if not any(PurePosixPath(p.relative_to(service).as_posix()).match(pattern)
+                            for pattern in patterns)]
+    assert unshipped == []
