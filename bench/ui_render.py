@@ -204,18 +204,23 @@ def main() -> None:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 measure(browser, apis, jobs, 1)  # warm-up round, not kept
+                load_before = os.getloadavg()[0]
                 times = measure(browser, apis, jobs, args.rounds)
+                load = (load_before, os.getloadavg()[0])
                 browser.close()
         finally:
             for api in apis.values():
                 api.stop()
-    report(args, jobs, times)
+    report(args, jobs, times, load)
 
 
-def report(args: argparse.Namespace, jobs: dict[str, int], times: dict) -> None:
+def report(
+    args: argparse.Namespace, jobs: dict[str, int], times: dict, load: tuple[float, float]
+) -> None:
     results = {
         "command": "python bench/ui_render.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared with other work)",
+        "load_average_1min": {"before": round(load[0], 1), "after": round(load[1], 1)},
         "database": "SQLite (embedded default)",
         "jobs": jobs, "epoch_rows": {s: n * args.epochs for s, n in jobs.items()},
         "compared_jobs": COMPARED, "rounds": args.rounds, "target_ms": TARGET_MS,
@@ -230,7 +235,9 @@ def report(args: argparse.Namespace, jobs: dict[str, int], times: dict) -> None:
     lines = [
         "# Dashboard render time",
         "",
-        f"`{results['command']}` on {results['machine']}, {results['database']}. Time from the "
+        f"`{results['command']}` on {results['machine']}, 1-minute load average "
+        f"{load[0]:.1f} before and {load[1]:.1f} after the measured rounds, "
+        f"{results['database']}. Time from the "
         "start of navigation to the jobs table filled / the compare page's first chart drawn, "
         f"in headless Chromium, a fresh context per load, {args.rounds} interleaved rounds.",
         "",
