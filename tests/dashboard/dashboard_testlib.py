@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,11 @@ class Server:
 
     def wait_ready(self, timeout: float = 90) -> None:
         wait_until(self._ready, timeout, f"foodlab up at {self.url}", [self.log])
+        # The first GET /architectures builds every network to count its FLOPs (many seconds
+        # on a busy machine); ask now, in the background, as a browser opening the jobs page
+        # would, so the new-job form is not waiting for it later.
+        threading.Thread(target=httpx.get, args=(f"{self.url}/architectures",),
+                         kwargs={"timeout": 180}, daemon=True).start()
 
     def _ready(self) -> bool:
         if self.process.poll() is not None:

@@ -94,6 +94,7 @@ def test_a_negative_learning_rate_is_explained_next_to_its_field(
     lr = page.locator('[data-field="hyperparameters.lr"]')
     expect(lr).to_have_value("0.001")  # the reference preset, from GET /hyperparameters
     lr.fill("-0.1")
+    expect(page.locator("#job-submit")).to_be_enabled(timeout=120_000)  # architectures loaded
     page.get_by_role("button", name="Start job").click()
     message = page.locator('[data-error-for="hyperparameters.lr"]')
     expect(message).to_contain_text("hyperparameters.lr: Input should be greater than 0")
@@ -119,6 +120,7 @@ def test_a_job_from_the_form_gains_a_point_per_epoch(
         }).observe(document, { childList: true, subtree: true });
     """)
     page.goto(f"{server.url}/ui/?new=1")
+    expect(page.locator("#job-submit")).to_be_enabled(timeout=120_000)  # architectures loaded
     page.locator("#job-dataset").select_option(str(dataset["id"]))
     page.locator("#job-architecture").select_option("resnet34")
     page.locator('[data-field="hyperparameters.epochs"]').fill("2")
