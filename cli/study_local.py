@@ -102,7 +102,8 @@ class LocalBackend:
             for job_id in job_ids:
                 job = repo.get_job(session=session, job_id=job_id)
                 if job is not None and not job.status.finished:
-                    repo.request_cancel(session=session, job=job)
+                    repo.request_cancel(session=session, job=job,
+                                        stale_after=self.settings.stale_after_seconds)
         if self._thread is not None:
             self._thread.join()
 

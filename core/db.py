@@ -9,14 +9,28 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
+_created: list[Engine] = []
+
 
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    _created.append(engine)
+    return engine
+
+
+def dispose_engines() -> None:
+    """Forget every engine and pooled connection without closing the sockets, which a parent
+    process still uses (call in a forked child before its first query)."""
+    for engine in _created:
+        engine.dispose(close=False)
+    _created.clear()
+    get_engine.cache_clear()
+    _session_factory.cache_clear()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

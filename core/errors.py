@@ -71,6 +71,12 @@ class UnsupportedMediaType(UserError):
     status_code = 415
 
 
+class Unavailable(UserError):
+    """A service the request needs (the broker, the database) is down: try again later (503)."""
+
+    status_code = 503
+
+
 # Where FastAPI puts a value; users think in their own field names, not "body.x".
 _LOCATIONS = {"body", "query", "path", "header", "form", "file"}
 

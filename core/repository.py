@@ -3,8 +3,8 @@
 Both the API and the workers write through these, so each resource has one write path.
 They flush, never commit: the caller (a request, a task step, a CLI command) owns the unit of
 work and commits it, so several writes succeed or fail together. Compare-and-set functions
-(`claim_job`, `heartbeat`, `requeue_if_stale`) take their row lock at once; their callers
-commit right after, so that no other worker waits on it.
+(`claim_job`, `hold_lease`, `requeue_if_stale`, `release_job`) take their row lock at once;
+their callers commit right after, so that no other worker waits on it.
 """
 
 from __future__ import annotations
@@ -150,44 +150,55 @@ def add_jobs(*, session: Session, jobs: list[Job]) -> list[Job]:
     return jobs
 
 
-def claim_job(*, session: Session, job_id: int, worker: str, stale_after: float) -> bool:
+def _claimable(stale_after: float) -> Any:
+    """Queued, or running with a heartbeat older than `stale_after` (its worker is gone)."""
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    return or_(
+        Job.status == JobStatus.queued,
+        (Job.status == JobStatus.running) & (Job.heartbeat_at < cutoff),
+    )
+
+
+def claim_job(*, session: Session, job_id: int, worker: str, stale_after: float) -> int | None:
     """Atomically take a queued job, or a running one whose worker stopped heart-beating.
 
-    Returns False when the job is finished, cancelled, or alive elsewhere: a redelivered or
-    duplicate message must then be ignored, not fail the job.
+    Returns the claim's lease: the fencing token every later write of this worker must still
+    hold (a worker that was only paused finds it taken and stops). None when the job is
+    finished, cancelled, or alive elsewhere: a redelivered or duplicate message must then be
+    ignored, not fail the job.
     """
     now = utcnow()
-    result = session.execute(
+    lease = session.scalar(
         update(Job)
-        .where(Job.id == job_id)
-        .where(
-            or_(
-                Job.status == JobStatus.queued,
-                (Job.status == JobStatus.running)
-                & (Job.heartbeat_at < now - timedelta(seconds=stale_after)),
-            )
-        )
-        .where(Job.cancel_requested.is_(False))
+        .where(Job.id == job_id, _claimable(stale_after), Job.cancel_requested.is_(False))
         .values(
             status=JobStatus.running,
             worker=worker,
             heartbeat_at=now,
             attempts=Job.attempts + 1,
+            lease=Job.lease + 1,
             started_at=func.coalesce(Job.started_at, now),
             error_message=None,
             error_traceback=None,
+            last_failure=None,
         )
+        .returning(Job.lease)
         .execution_options(synchronize_session=False)
     )
     session.flush()
-    return result.rowcount == 1
+    return lease
 
 
-def heartbeat(*, session: Session, job_id: int, worker: str) -> bool:
-    """Refresh the heartbeat; False if the job is no longer ours (taken over or finished)."""
+def hold_lease(*, session: Session, job_id: int, lease: int) -> bool:
+    """Refresh the heartbeat if the claim `lease` still owns the job.
+
+    Every write of a worker runs in a transaction that starts with this: the UPDATE locks the
+    row, so a competing claim either commits first (and this returns False) or waits and then
+    sees a fresh heartbeat.
+    """
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.running)
+        .where(Job.id == job_id, Job.lease == lease, Job.status == JobStatus.running)
         .values(heartbeat_at=utcnow())
         .execution_options(synchronize_session=False)
     )
@@ -195,25 +206,133 @@ def heartbeat(*, session: Session, job_id: int, worker: str) -> bool:
     return result.rowcount == 1
 
 
-def stale_jobs(*, session: Session, stale_after: float) -> list[int]:
+def heartbeat(*, session: Session, job_id: int, lease: int) -> bool:
+    """Refresh the heartbeat; False if the job is no longer ours (taken over or finished)."""
+    return hold_lease(session=session, job_id=job_id, lease=lease)
+
+
+def stale_jobs(*, session: Session, stale_after: float, alive: str | None = None) -> list[int]:
+    """Running jobs with an old heartbeat, except those of worker `alive` (the caller itself:
+    after a database outage its heartbeat is old, yet it is plainly not dead)."""
     cutoff = utcnow() - timedelta(seconds=stale_after)
-    rows = session.scalars(
-        select(Job.id).where(Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
+    query = select(Job.id).where(Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
+    if alive is not None:
+        query = query.where(or_(Job.worker.is_(None), Job.worker != alive))
+    return list(session.scalars(query))
+
+
+def lost_attempt_cause(job: Job) -> str:
+    """What is known about why the job's last attempt ended without a word."""
+    if job.last_failure:
+        return job.last_failure
+    where = (f"during epoch {job.progress_epoch}" if job.progress_epoch
+             else "before its first progress report")
+    return f"worker {job.worker} stopped heart-beating {where}"
+
+
+def requeue_if_stale(
+    *, session: Session, job_id: int, stale_after: float, max_attempts: int
+) -> JobStatus | None:
+    """Settle a job whose worker died (compare-and-set on the lease): back to `queued`, or
+    `cancelled` if a cancel is pending, or `failed` once `max_attempts` workers died on it.
+
+    Returns the new status, or None if the job was not stale (another reaper won, or it lives).
+    """
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    job = session.scalar(
+        select(Job).where(Job.id == job_id, Job.status == JobStatus.running,
+                          Job.heartbeat_at < cutoff)
     )
-    return list(rows)
-
-
-def requeue_if_stale(*, session: Session, job_id: int, stale_after: float) -> bool:
-    """Give a job whose worker died back to the queue (compare-and-set on the old heartbeat)."""
-    cutoff = utcnow() - timedelta(seconds=stale_after)
+    if job is None:
+        return None
+    cause = lost_attempt_cause(job)
+    if job.cancel_requested:
+        values: dict[str, Any] = {"status": JobStatus.cancelled, "finished_at": utcnow()}
+    elif job.attempts >= max_attempts:
+        values = _exhausted(job.attempts, cause)
+    else:
+        values = {"status": JobStatus.queued, "last_failure": cause, "enqueued_at": None}
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
-        .values(status=JobStatus.queued, worker=None)
+        .where(Job.id == job_id, Job.lease == job.lease, Job.status == JobStatus.running,
+               Job.heartbeat_at < cutoff)
+        .values(worker=None, eta_seconds=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
+    return values["status"] if result.rowcount == 1 else None
+
+
+def _exhausted(attempts: int, cause: str) -> dict[str, Any]:
+    return {
+        "status": JobStatus.failed,
+        "finished_at": utcnow(),
+        "error_message": f"the worker died {attempts} times while running this job "
+        f"(FOODLAB_MAX_ATTEMPTS); last known cause: {cause}",
+    }
+
+
+def fail_if_exhausted(
+    *, session: Session, job_id: int, stale_after: float, max_attempts: int
+) -> bool:
+    """Fail a claimable job that `max_attempts` workers already died on, instead of a new try."""
+    job = session.scalar(
+        select(Job).where(Job.id == job_id, _claimable(stale_after),
+                          Job.attempts >= max_attempts)
+    )
+    if job is None:
+        return False
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease == job.lease, _claimable(stale_after))
+        .values(worker=None, **_exhausted(job.attempts, lost_attempt_cause(job)))
         .execution_options(synchronize_session=False)
     )
     session.flush()
     return result.rowcount == 1
+
+
+def release_job(
+    *, session: Session, job_id: int, lease: int, reason: str, counts_as_attempt: bool
+) -> bool:
+    """Hand a job back to the queue from a worker that stops on purpose: it resumes from its
+    last checkpoint. A shutdown is not the job's fault and does not count as an attempt (the
+    lease still grows at the next claim); a lost DataLoader process does, like a lost worker."""
+    attempts = Job.attempts if counts_as_attempt else Job.attempts - 1
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease == lease, Job.status == JobStatus.running)
+        .values(status=JobStatus.queued, worker=None, heartbeat_at=None, eta_seconds=None,
+                attempts=attempts, last_failure=reason, enqueued_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
+    return result.rowcount == 1
+
+
+def unsent_jobs(*, session: Session, resend_after: float, skip_queues: Sequence[str] = ()
+                ) -> list[Job]:
+    """Queued jobs no message has named for `resend_after` seconds (the broker may have lost
+    it, or sending failed): the sweeper sends them again; a duplicate is ignored at claim.
+    Jobs in `skip_queues` are run by their own process, not through the broker."""
+    cutoff = utcnow() - timedelta(seconds=resend_after)
+    query = select(Job).where(
+        Job.status == JobStatus.queued,
+        Job.cancel_requested.is_(False),
+        Job.queue.not_in(skip_queues),
+        or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff),
+    )
+    return list(session.scalars(query.order_by(Job.id)))
+
+
+def mark_enqueued(*, session: Session, job_ids: Sequence[int]) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids))
+        .values(enqueued_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
 
 
 def _set_job_columns(session: Session, job_id: int, **values: Any) -> None:
@@ -292,18 +411,20 @@ def finish_job(
     status: JobStatus,
     error: str | None = None,
     traceback: str | None = None,
-) -> None:
+    lease: int | None = None,
+) -> bool:
+    """Record how the job ended; with `lease`, only while that claim still owns it."""
     done = _completed_progress(job_id) if status == JobStatus.succeeded else {}
-    _set_job_columns(
-        session,
-        job_id,
-        status=status,
-        finished_at=utcnow(),
-        error_message=error,
-        error_traceback=traceback,
-        eta_seconds=None,
-        **done,
+    query = update(Job).where(Job.id == job_id)
+    if lease is not None:
+        query = query.where(Job.lease == lease, Job.status == JobStatus.running)
+    result = session.execute(
+        query.values(status=status, finished_at=utcnow(), error_message=error,
+                     error_traceback=traceback, eta_seconds=None, **done)
+        .execution_options(synchronize_session=False)
     )
+    session.flush()
+    return result.rowcount == 1
 
 
 def _completed_progress(job_id: int) -> dict[str, Any]:
@@ -321,12 +442,39 @@ def _completed_progress(job_id: int) -> dict[str, Any]:
     }
 
 
-def request_cancel(*, session: Session, job: Job) -> Job:
-    """Queued jobs are cancelled at once; running ones stop at the next batch boundary."""
-    if job.status == JobStatus.queued:
+def request_cancel(*, session: Session, job: Job, stale_after: float | None = None) -> Job:
+    """A job no worker holds (queued, or running with a heartbeat older than `stale_after`:
+    a dead worker) is cancelled at once; a live worker stops at the next batch boundary."""
+    job.cancel_requested = True
+    settle_abandoned_cancel(session=session, job=job, stale_after=stale_after)
+    session.flush()
+    return job
+
+
+def settle_abandoned_cancel(*, session: Session, job: Job, stale_after: float | None) -> bool:
+    """A pending cancel of a job no worker holds takes effect now (no worker ever will)."""
+    age = seconds_since(job.heartbeat_at)
+    stale = stale_after is not None and (age is None or age > stale_after)
+    abandoned = job.status == JobStatus.queued or (job.status == JobStatus.running and stale)
+    if job.cancel_requested and abandoned:
         job.status = JobStatus.cancelled
         job.finished_at = utcnow()
-    job.cancel_requested = True
+        job.worker = None
+        session.flush()
+    return job.status == JobStatus.cancelled
+
+
+def retry_job(*, session: Session, job: Job) -> Job:
+    """A failed or cancelled job back to `queued` with a fresh attempt budget; its checkpoint
+    folder is kept, so the worker resumes from `last.pt` when it is compatible."""
+    job.status = JobStatus.queued
+    job.attempts = 0
+    job.cancel_requested = False
+    job.finished_at = None
+    job.worker = None
+    job.heartbeat_at = None
+    job.error_message = job.error_traceback = job.last_failure = None
+    job.enqueued_at = None
     session.flush()
     return job
 

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     max_predict_bytes: int = Field(20 * 1024 * 1024, ge=1, description="per predict request")
     heartbeat_seconds: float = Field(5.0, gt=0)
     stale_after_seconds: float = Field(60.0, gt=0, description="heartbeat age that means dead")
+    max_attempts: int = Field(3, ge=1, description="workers that may die on a job before it fails")
+    resend_after_seconds: float = Field(
+        120.0, gt=0, description="a queued job no worker took is sent to the broker again"
+    )
+    database_wait_seconds: float = Field(
+        300.0, ge=0, description="how long a worker waits out a database outage mid-job"
+    )
     worker_device: str = Field("auto", description="auto, cpu or cuda")
     worker_queue: str | None = Field(None, description="default: gpu when CUDA is present")
     model_cache_size: int = Field(4, ge=1, description="inference bundles kept in memory")

@@ -127,6 +127,11 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None]
     worker: Mapped[str | None] = mapped_column(String(200), doc="hostname:pid running it")
     attempts: Mapped[int] = mapped_column(default=0, doc="times a worker started it")
+    lease: Mapped[int] = mapped_column(
+        default=0, server_default="0", doc="fencing token: grows with every claim, never reset"
+    )
+    enqueued_at: Mapped[datetime | None] = mapped_column(doc="when a message last named it")
+    last_failure: Mapped[str | None] = mapped_column(Text, doc="why the last attempt was lost")
     cancel_requested: Mapped[bool] = mapped_column(default=False)
 
     progress_epoch: Mapped[int] = mapped_column(default=0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import UserError, error_location, first_error
@@ -42,7 +43,19 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     )
 
 
+async def _database_error(_: Request, exc: DBAPIError) -> JSONResponse:
+    """The database is down or restarting: 503 and a message, not a reset connection. The
+    pool pre-pings, so the first request after it is back succeeds."""
+    if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        message = f"the database is unreachable; try again shortly ({reason})"
+        return JSONResponse(status_code=503, content=error_body(message, "database"),
+                            headers={"Retry-After": "5"})
+    raise exc
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(UserError, _user_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(DBAPIError, _database_error)  # type: ignore[arg-type]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
+from core.db import dispose_engines
 from core.queue import TRAIN_TASK, get_celery
 from core.settings import get_settings
 from workers.device import worker_device
-from workers.jobs import StaleJobReaper, run_job
+from workers.jobs import StaleJobReaper, run_job, shutdown
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,21 @@ def _start_reaper(**_: object) -> None:
     global _reaper
     _reaper = StaleJobReaper(get_settings())
     _reaper.start()
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: object) -> None:
+    # A prefork child inherits the parent's pooled connections; sharing a socket across
+    # processes corrupts both ends, so the child starts with none of them.
+    dispose_engines()
+
+
+@worker_shutting_down.connect
+def _note_shutdown(how: str = "Warm", **_: object) -> None:
+    """Warm (one SIGTERM): the job stops at the next batch boundary and goes back to the queue.
+    Cold (SIGQUIT, a second Ctrl-C): Celery raises into the task; the job is left resumable."""
+    log.warning("%s shutdown: the running job, if any, goes back to the queue", how)
+    (shutdown.cold if how == "Cold" else shutdown.warm).set()
 
 
 @worker_shutdown.connect

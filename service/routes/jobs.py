@@ -11,12 +11,12 @@ from fastapi.responses import PlainTextResponse
 
 import models
 from core import repository as repo
-from core.errors import Conflict
+from core.errors import Conflict, Unavailable
 from core.job_factory import create_jobs
 from core.queue import send_training
 from core.specs import MAX_EPOCHS, RowId, RowOffset
 from core.storage import job_dir, remove_tree
-from core.tables import JobStatus
+from core.tables import Job, JobStatus
 from service.deps import JobDep, SessionDep, SettingsDep, TokenDep
 from service.schemas import (
     CheckpointPublic,
@@ -39,10 +39,27 @@ def create_job(
                        weights_root=settings.weights_root)
     session.commit()
     # Commit first, then enqueue: a worker must always find the row its message names.
-    for job in jobs:
-        send_training(settings, job.id, job.queue)
+    send_or_withdraw(session, settings, jobs)
     response.headers["Location"] = f"/jobs/{jobs[0].id}"
     return JobPublic.from_row(jobs[0])
+
+
+def send_or_withdraw(session: SessionDep, settings: SettingsDep, jobs: list[Job]) -> None:
+    """Send each job's message; with the broker down, delete the jobs again and answer 503,
+    so a client that retries does not leave duplicates (a message already sent for a deleted
+    job finds no row and is ignored)."""
+    try:
+        for job in jobs:
+            send_training(settings, job.id, job.queue)
+    except Exception as exc:  # noqa: BLE001 - kombu raises several types for an absent broker
+        for job in jobs:
+            repo.delete_job(session=session, job=job)
+        session.commit()
+        raise Unavailable(f"the job queue (broker) is unreachable, so no job was created; "
+                          f"try again when it is back ({type(exc).__name__}: {exc})",
+                          "broker") from None
+    repo.mark_enqueued(session=session, job_ids=[job.id for job in jobs])
+    session.commit()
 
 
 @router.get("", response_model=JobsPublic)
@@ -122,16 +139,36 @@ def get_checkpoints(job: JobDep, session: SessionDep) -> list[CheckpointPublic]:
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, dependencies=[TokenDep])
-def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
+def cancel_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> JobPublic:
     if job.status.finished:
         raise Conflict(f"job {job.id} is already {job.status.value}", "job_id")
-    repo.request_cancel(session=session, job=job)
+    repo.request_cancel(session=session, job=job, stale_after=settings.stale_after_seconds)
+    session.commit()
+    return JobPublic.from_row(job)
+
+
+@router.post("/{job_id}/retry", response_model=JobPublic, dependencies=[TokenDep])
+def retry_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> JobPublic:
+    """Queue a failed or cancelled job again; it resumes from its last checkpoint when that
+    is compatible (same architecture, data and recipe), else the worker reports why not.
+    With the broker down the job stays queued and the workers' sweeper sends it later."""
+    if job.status not in (JobStatus.failed, JobStatus.cancelled):
+        raise Conflict(f"job {job.id} is {job.status.value}; only failed or cancelled jobs "
+                       "can be retried", "job_id")
+    repo.retry_job(session=session, job=job)
+    session.commit()
+    try:
+        send_training(settings, job.id, job.queue)
+    except Exception:  # noqa: BLE001 - see the docstring
+        return JobPublic.from_row(job)
+    repo.mark_enqueued(session=session, job_ids=[job.id])
     session.commit()
     return JobPublic.from_row(job)
 
 
 @router.delete("/{job_id}", status_code=204, dependencies=[TokenDep])
 def delete_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> Response:
+    repo.settle_abandoned_cancel(session=session, job=job, stale_after=settings.stale_after_seconds)
     if not job.status.finished:
         raise Conflict(
             f"job {job.id} is {job.status.value}; cancel it and wait until it stops", "job_id"

@@ -87,6 +87,10 @@ class TrainingCallback:
         """Checked between batches; True ends the run cleanly as "cancelled"."""
         return False
 
+    def before_write(self) -> None:
+        """Called before the engine writes a checkpoint or bundle; raise to stop the run
+        without writing (a worker that has lost its claim on the job)."""
+
     def on_run_end(self, result: RunResult) -> None:
         pass
 
@@ -115,6 +119,12 @@ class CallbackList(TrainingCallback):
 
     def should_stop(self) -> bool:
         return any(callback.should_stop() for callback in self.callbacks)
+
+    def before_write(self) -> None:
+        # Callbacks written before this hook existed need not define it.
+        for callback in self.callbacks:
+            if hasattr(callback, "before_write"):
+                callback.before_write()
 
     def on_run_end(self, result: RunResult) -> None:
         for callback in self.callbacks:

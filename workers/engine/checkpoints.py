@@ -15,11 +15,13 @@ from typing import Any, BinaryIO
 
 import torch
 
+from core.faults import pause_point
 from core.specs import EpochMetrics, SpecError, TrainSpec
 from core.storage import atomic_write, sha256_of
 
-from .callbacks import CheckpointEvent, CheckpointKind
+from .callbacks import CallbackList, CheckpointEvent, CheckpointKind
 
+LAST, BEST, BUNDLE = "last.pt", "best.pt", "bundle.pt"
 FORMAT = "foodlab.checkpoint"
 VERSION = 1
 
@@ -121,3 +123,77 @@ def check_resumable(state: dict[str, Any], spec: TrainSpec, data_identity: dict[
     if spec.hyperparameters.epochs < done:
         raise SpecError("hyperparameters.epochs", f"{path} already has {done} epochs; "
                         f"ask for at least {done}")
+
+
+def save_epoch(out_dir: Path, state: dict[str, Any], metrics: EpochMetrics,
+               events: CallbackList) -> None:
+    """An epoch's files and rows, in the order `recover_checkpoints` can always complete.
+
+    last.pt, its row, then (for a new best epoch) best.pt and its row, then the epoch's
+    metrics. A crash between any two steps leaves last.pt holding every finished epoch, and
+    the rows behind the files: the resumed run re-reports both. Each named point may pause a
+    test worker (core.faults).
+    """
+    epoch = metrics.epoch
+    events.before_write()
+    last = save_checkpoint(out_dir / LAST, state, "last", epoch)
+    pause_point("last_saved", epoch)
+    events.on_checkpoint(last)
+    pause_point("last_recorded", epoch)
+    if metrics.is_best:
+        events.before_write()
+        best = copy_checkpoint(last, out_dir / BEST, "best")
+        pause_point("best_saved", epoch)
+        events.on_checkpoint(best)
+        pause_point("best_recorded", epoch)
+    events.on_epoch_end(metrics)
+    pause_point("epoch_recorded", epoch)
+
+
+def recover_checkpoints(out_dir: Path, best_epoch: int, done: int,
+                        events: CallbackList) -> None:
+    """On resume: make best.pt the checkpoint of `best_epoch` (the best in last.pt's history
+    of `done` epochs) and re-report both files, so their rows match what is on disk.
+
+    A crash after a new best epoch's last.pt but before its best.pt leaves best.pt one best
+    behind; last.pt then is the best epoch's checkpoint, and is linked again.
+    """
+    last = file_event(out_dir / LAST, "last", done)
+    if checkpoint_epoch(out_dir / BEST) != best_epoch:
+        if best_epoch != done:
+            raise SpecError("out_dir", f"{out_dir / BEST} does not hold epoch {best_epoch}, the "
+                            "best one, and last.pt has moved past it; use another output folder")
+        events.before_write()
+        copy_checkpoint(last, out_dir / BEST, "best")
+    events.on_checkpoint(last)
+    events.on_checkpoint(file_event(out_dir / BEST, "best", best_epoch))
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The number of epochs a checkpoint holds; None when there is no readable one."""
+    if not path.is_file():
+        return None
+    try:
+        return int(load_checkpoint(path)["epoch"])
+    except SpecError:
+        return None
+
+
+def bundle_source(path: Path) -> str | None:
+    """The SHA-256 of the checkpoint a bundle was exported from (None: no bundle, or older)."""
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return payload["metadata"].get("checkpoint_sha256")
+    except Exception:  # noqa: BLE001 - a torn or foreign bundle is simply exported again
+        return None
+
+
+def remove_partial_files(out_dir: Path) -> list[Path]:
+    """Temporary files that an interrupted write left behind (atomic_write, copy_checkpoint,
+    save_bundle name them `.<name>.*.tmp` or `.<name>.link`)."""
+    partial = [*out_dir.glob(".*.tmp"), *out_dir.glob(".*.link")]
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial

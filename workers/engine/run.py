@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from core.errors import architecture_error
+from core.faults import pause_point
 from core.settings import get_settings
 from core.specs import EpochMetrics, SpecError, TestMetrics, TrainSpec, best_epoch, epoch_score
 from core.storage import atomic_write
@@ -35,23 +36,28 @@ from models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from .augment import BatchTransform
 from .callbacks import CallbackList, RunInfo, RunResult, RunStatus, TrainingCallback
 from .checkpoints import (
+    BEST,
+    BUNDLE,
     FORMAT,
+    LAST,
     VERSION,
+    bundle_source,
     check_resumable,
-    copy_checkpoint,
     file_event,
     history_of,
     load_checkpoint,
+    recover_checkpoints,
+    remove_partial_files,
     restore_rng_state,
     rng_state,
-    save_checkpoint,
+    save_epoch,
 )
 from .data import PreparedData, batch_plan, iterate_batches, prepare_data
 from .loop import EvalStats, TrainStats, TrainStep, best_details, evaluate, train_one_epoch
 from .optim import build_optimizer, build_scheduler
 from .runtime import Runtime, select_runtime
 
-LAST, BEST, BUNDLE, TEST = "last.pt", "best.pt", "bundle.pt", "test.json"
+TEST = "test.json"
 
 
 def train(spec: TrainSpec, data: Path, out_dir: Path, *,
@@ -68,6 +74,7 @@ def train(spec: TrainSpec, data: Path, out_dir: Path, *,
     runtime = select_runtime(hp.device)
     prepared = prepare_data(Path(data), hp, Path(cache_dir or get_settings().cache_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_partial_files(out_dir)
     identity = {"class_names": prepared.class_names, "split_id": prepared.split_id}
 
     resume = load_checkpoint(out_dir / LAST) if (out_dir / LAST).is_file() else None
@@ -88,13 +95,15 @@ def train(spec: TrainSpec, data: Path, out_dir: Path, *,
         val_size=len(prepared.val), skipped=prepared.skipped, total_epochs=hp.epochs,
         start_epoch=len(history) + 1, device=runtime.describe(), num_parameters=num_parameters,
         gflops=gflops, history=list(history), test_size=len(prepared.test)))
-    status, trained = _run_epochs(step, spec, prepared, history, out_dir, events)
+    if history:
+        recover_checkpoints(out_dir, _best_epoch(history), len(history), events)
+    status, _ = _run_epochs(step, spec, prepared, history, out_dir, events)
 
     bundle = out_dir / BUNDLE
     best = _best_epoch(history)
-    if best is not None and (trained or not bundle.is_file()):
-        _export_bundle(spec, prepared, history[best - 1], out_dir, num_parameters, gflops)
-        events.on_checkpoint(file_event(bundle, "bundle", best))
+    if best is not None:
+        _ensure_bundle(spec, prepared, history[best - 1], out_dir, num_parameters, gflops,
+                       events)
     test = None
     if best is not None and status != "cancelled" and len(prepared.test):
         test = score_test(spec, prepared, best, out_dir, runtime)
@@ -139,12 +148,7 @@ def _run_epochs(step: TrainStep, spec: TrainSpec, prepared: PreparedData,
         history.append(metrics)
         trained = True
         # Checkpoints first, then the epoch event: whoever records the epoch can point at them.
-        last = save_checkpoint(out_dir / LAST, _checkpoint_state(step, spec, prepared, history),
-                               "last", epoch)
-        events.on_checkpoint(last)
-        if metrics.is_best:
-            events.on_checkpoint(copy_checkpoint(last, out_dir / BEST, "best"))
-        events.on_epoch_end(metrics)
+        save_epoch(out_dir, _checkpoint_state(step, spec, prepared, history), metrics, events)
     return "completed", trained
 
 
@@ -277,8 +281,21 @@ def _patience_exhausted(history: list[EpochMetrics], patience: int | None) -> bo
     return patience is not None and best is not None and len(history) - best >= patience
 
 
+def _ensure_bundle(spec: TrainSpec, prepared: PreparedData, best: EpochMetrics, out_dir: Path,
+                   num_parameters: int, gflops: float, events: CallbackList) -> None:
+    """bundle.pt exported from best.pt, unless it already is (it names best.pt's SHA-256),
+    then its row: the served model is always the best checkpoint's."""
+    source = file_event(out_dir / BEST, "best", best.epoch).sha256
+    if bundle_source(out_dir / BUNDLE) != source:
+        events.before_write()
+        _export_bundle(spec, prepared, best, out_dir, num_parameters, gflops, source)
+        pause_point("bundle_saved", best.epoch)
+    events.on_checkpoint(file_event(out_dir / BUNDLE, "bundle", best.epoch))
+    pause_point("bundle_recorded", best.epoch)
+
+
 def _export_bundle(spec: TrainSpec, prepared: PreparedData, best: EpochMetrics, out_dir: Path,
-                   num_parameters: int, gflops: float) -> None:
+                   num_parameters: int, gflops: float, source_sha256: str) -> None:
     """The best weights as an inference bundle (read back from best.pt: the model in memory
     is the last epoch's)."""
     model = _build(spec, len(prepared.class_names),
@@ -292,7 +309,7 @@ def _export_bundle(spec: TrainSpec, prepared: PreparedData, best: EpochMetrics, 
         metadata={"best_epoch": best.epoch, "val_accuracy": best.val_accuracy,
                   "val_loss": best.val_loss, "num_parameters": num_parameters,
                   "gflops": gflops, "dataset_fingerprint": prepared.fingerprint,
-                  "split_id": prepared.split_id,
+                  "split_id": prepared.split_id, "checkpoint_sha256": source_sha256,
                   "hyperparameters": spec.hyperparameters.model_dump(mode="json")})
 
 
