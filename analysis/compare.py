@@ -45,7 +45,9 @@ ACCURACY_FIELDS = ("best_val_accuracy", "final_val_accuracy", "final_train_accur
 # generic "hyperparameters differ": the seed varies across repeats by design, the split and
 # training length have their own warnings, and these two change speed, never accuracy.
 SPLIT_KEYS = ("val_fraction", "split_seed")
-OWN_WARNING_KEYS = ("seed", "image_size", "epochs", *SPLIT_KEYS)
+# `precision` is compared as trained (run_info), not as asked: auto means different things on
+# different machines.
+OWN_WARNING_KEYS = ("seed", "image_size", "epochs", "precision", *SPLIT_KEYS)
 SPEED_ONLY_KEYS = ("num_workers", "device")
 
 
@@ -508,6 +510,11 @@ def fairness_warnings(records: Sequence[JobRecord]) -> list[FairnessWarning]:
             for key in _other_hyperparameters(records)
         ),
         (
+            "precision",
+            _trained_precisions(records),
+            "jobs trained in different numeric precisions: accuracy and speed may differ",
+        ),
+        (
             "device",
             {r.id: r.device for r in records},
             "jobs ran on different devices: seconds per epoch and images/second are not comparable",
@@ -519,6 +526,12 @@ def fairness_warnings(records: Sequence[JobRecord]) -> list[FairnessWarning]:
         if _differs(values)
     ]
     return warnings + _seed_warnings(records) + _completeness_warnings(records)
+
+
+def _trained_precisions(records: Sequence[JobRecord]) -> dict[int, Any]:
+    """What each job computed in, where recorded (jobs from before precision was recorded have
+    none and are left out)."""
+    return {r.id: r.run_info.precision for r in records if r.run_info.precision}
 
 
 def _other_hyperparameters(records: Sequence[JobRecord]) -> list[str]:

@@ -10,7 +10,11 @@ batch size:
   (c) engine    foodlab's `workers.engine.train` (decode-once cache, tensor augmentation);
   (d) pipelines the data pipelines alone, no model: images/second delivered by foodlab's
                 (cache + batched tensor transforms) against ImageFolder + PIL.
-Targets on CPU: (c)/(a) >= 0.9, (c)/(b) >= 1.0, (d) >= 5x.
+  (e) cache      building the decode-once image cache of --cache-data at 64 and 224 px:
+                images/second and how many cores it kept busy (CPU time / wall time).
+Targets on CPU: (c)/(a) >= 0.9, (c)/(b) >= 1.0, (d) >= 5x. With --precision bfloat16 (or
+auto on a CPU with native bf16) the bare loop runs in bf16 too, and a float32 bare loop
+(a32) joins the turns: (c)/(a) >= 0.9 and (c)/(a32) >= 1.35.
 
 On CUDA the defaults switch to 224x224, bf16 autocast, channels_last and `standard`
 augmentation (run on the GPU by the engine), and the report adds the share of time the GPU
@@ -32,6 +36,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -40,6 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
+from core.settings import get_settings
 from core.specs import (
     ArchitectureSpec,
     EpochMetrics,
@@ -52,13 +58,16 @@ from models.preprocess import IMAGENET_MEAN, IMAGENET_STD, default_resize_size
 from workers.engine import TrainingCallback, train
 from workers.engine.augment import BatchTransform
 from workers.engine.data import batch_plan, iterate_batches, prepare_data
+from workers.engine.image_cache import decode_threads
 from workers.engine.optim import build_optimizer
 from workers.engine.runtime import Runtime, available_cpus, select_runtime
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "indonesian-snacks"
 RESULTS = REPO / "bench" / "results"
-TARGETS = {"engine_vs_bare": 0.9, "engine_vs_reference": 1.0, "pipeline_speedup": 5.0}
+DEFAULT_CACHE_DATA = REPO.parent / "shared" / "datasets" / "food101-dev5"
+TARGETS = {"engine_vs_bare": 0.9, "engine_vs_reference": 1.0, "pipeline_speedup": 5.0,
+           "engine_vs_bare_float32": 1.35}
 
 
 def parse_args() -> argparse.Namespace:
@@ -75,6 +84,10 @@ def parse_args() -> argparse.Namespace:
                         help="DataLoader processes of the reference loop (torchvision: -j)")
     parser.add_argument("--threads", type=int, default=available_cpus(),
                         help="torch intra-op threads for every loop (1 on a busy shared machine)")
+    parser.add_argument("--precision", default="auto",
+                        choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--cache-data", type=Path, default=DEFAULT_CACHE_DATA,
+                        help="photos whose image-cache build is timed at 64 and 224 px")
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args()
 
@@ -83,7 +96,7 @@ def hyperparameters(args: argparse.Namespace) -> Hyperparameters:
     """The reference study's recipe (plain SGD) at the benchmark's size, batch and augmentation."""
     return resolve_hyperparameters("reference", {
         "epochs": args.epochs, "image_size": args.image_size, "batch_size": args.batch_size,
-        "augmentation": args.augmentation, "device": "auto"})
+        "augmentation": args.augmentation, "device": "auto", "precision": args.precision})
 
 
 def fresh_model(num_classes: int, runtime: Runtime) -> nn.Module:
@@ -230,6 +243,24 @@ def interleaved(loops: dict[str, Callable[[], float]], epochs: int) -> dict[str,
     return rates
 
 
+def cache_builds(data: Path, work: Path) -> dict[str, dict[str, float]]:
+    """(e) Building the image cache from scratch at 64 and 224 px: images/second, and cores
+    kept busy (this process's CPU time over wall time; every core would be the CPU count)."""
+    builds = {}
+    for size in (64, 224):
+        hp = resolve_hyperparameters("reference", {"image_size": size})
+        cpu, wall = time.process_time(), time.perf_counter()
+        prepared = prepare_data(data, hp, work / f"cache-{size}")
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        images = len(prepared.train) + len(prepared.val) + len(prepared.test)
+        builds[str(size)] = {"images": images, "seconds": wall,
+                             "images_per_second": images / wall, "cores_busy": cpu / wall,
+                             "decode_threads": decode_threads(get_settings())}
+        print(f"  cache at {size} px: {images / wall:.0f} images/s, {cpu / wall:.2f} cores busy",
+              flush=True)
+    return builds
+
+
 def conditions(args: argparse.Namespace, runtime: Runtime) -> dict[str, object]:
     return {
         "device": runtime.describe(),
@@ -262,6 +293,9 @@ def write_report(report: dict[str, object], out: Path) -> None:
         "| loop | images/s |", "|---|---:|",
         f"| (a) bare loop, tensors in memory | {ips['bare']:.1f} |",
         f"| (b) reference: ImageFolder + PIL every epoch | {ips['reference']:.1f} |",
+        *([f"| (a32) bare loop in float32 | {ips['bare_float32']:.1f} |",
+           f"| (a') bare loop, other memory format | {ips['bare_other_layout']:.1f} |"]
+          if "bare_float32" in ips else []),
         f"| (c) foodlab engine | {ips['engine']:.1f} |",
         f"| (d) data only: foodlab pipeline | {ips['pipeline_foodlab']:.0f} |",
         f"| (d) data only: ImageFolder + PIL pipeline | {ips['pipeline_reference']:.0f} |",
@@ -269,9 +303,17 @@ def write_report(report: dict[str, object], out: Path) -> None:
         f"| (c)/(a) engine vs bare | {ratios['engine_vs_bare']:.2f} | >= 0.9 |",
         f"| (c)/(b) engine vs reference | {ratios['engine_vs_reference']:.2f} | >= 1.0 |",
         f"| (d) pipeline speed-up | {ratios['pipeline_speedup']:.1f}x | >= 5x |",
+        *([f"| (c)/(a32) engine vs float32 bare | {ratios['engine_vs_bare_float32']:.2f} | "
+           ">= 1.35 |"] if "engine_vs_bare_float32" in ratios else []),
         "", f"Image cache built once in {report['cache_build_seconds']:.1f} s "
         "(not in the rates above).",
     ]
+    if report.get("cache_builds"):
+        lines += ["", "| (e) image cache build | images | images/s | cores busy | threads |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {size} px | {b['images']} | {b['images_per_second']:.0f} | "
+                  f"{b['cores_busy']:.2f} | {b['decode_threads']} |"
+                  for size, b in report["cache_builds"].items()]
     if "gpu_data_wait_share" in report:
         lines.append(f"Share of GPU time waiting for data: {report['gpu_data_wait_share']:.1%}.")
     (out / "train_throughput.md").write_text("\n".join(lines) + "\n")
@@ -280,7 +322,7 @@ def write_report(report: dict[str, object], out: Path) -> None:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    runtime = select_runtime("auto")
+    runtime = select_runtime("auto", args.precision)
     report: dict[str, object] = {"conditions": conditions(args, runtime)}
     work = Path(tempfile.mkdtemp(prefix="foodlab-bench-"))
     try:
@@ -292,11 +334,20 @@ def main() -> None:
         loader = reference_loader(args, runtime)
         steps = train_size // args.batch_size  # what the engine trains per epoch
         print("training loops, taking turns: (c) engine, (a) bare, (b) reference")
-        turns = TakeTurns({
+        others = {
             "bare": PlainLoop(hp, runtime, num_classes,
                               bare_batches(args, runtime, num_classes, steps)).epoch,
             "reference": PlainLoop(hp, runtime, num_classes, lambda: loader).epoch,
-        })
+        }
+        if runtime.amp_dtype is not None:  # the float32 ceiling that the precision beats
+            fp32 = select_runtime("auto", "float32")
+            others["bare_float32"] = PlainLoop(
+                hp, fp32, num_classes, bare_batches(args, fp32, num_classes, steps)).epoch
+            # The other memory format in the same precision: is the engine's choice faster?
+            other = replace(runtime, channels_last=not runtime.channels_last)
+            others["bare_other_layout"] = PlainLoop(
+                hp, other, num_classes, bare_batches(args, other, num_classes, steps)).epoch
+        turns = TakeTurns(others)
         spec = TrainSpec(architecture=ArchitectureSpec(name="resnet34"), hyperparameters=hp)
         train(spec, args.data, work / "run", callbacks=[turns], cache_dir=work / "cache")
         per_epoch = turns.rates
@@ -305,6 +356,9 @@ def main() -> None:
             "pipeline_foodlab": PipelineLoop(args, runtime, work).epoch,
             "pipeline_reference": reference_pipeline(loader, runtime),
         }, max(args.epochs, 3))
+        if args.cache_data.is_dir():
+            print(f"image cache builds (e) of {args.cache_data}:")
+            report["cache_builds"] = cache_builds(args.cache_data, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rates = {name: steady_rate(values) for name, values in per_epoch.items()}
@@ -314,6 +368,8 @@ def main() -> None:
         "engine_vs_bare": rates["engine"] / rates["bare"],
         "engine_vs_reference": rates["engine"] / rates["reference"],
         "pipeline_speedup": rates["pipeline_foodlab"] / rates["pipeline_reference"]}
+    if "bare_float32" in rates:
+        report["ratios"]["engine_vs_bare_float32"] = rates["engine"] / rates["bare_float32"]
     report["targets"] = TARGETS
     report["conditions"]["load_average_after"] = os.getloadavg()
     if runtime.device.type == "cuda":

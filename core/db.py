@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,10 +18,11 @@ _created: list[Engine] = []
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               json_serializer=finite_json)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, json_serializer=finite_json)
     _created.append(engine)
     return engine
 
@@ -31,6 +35,27 @@ def dispose_engines() -> None:
     _created.clear()
     get_engine.cache_clear()
     _session_factory.cache_clear()
+
+
+def finite_json(value: Any) -> str:
+    """JSON for a column without inf or NaN: PostgreSQL's JSON type refuses them (SQLite takes
+    them), and a non-number is no measurement. A mapping loses such an entry (so
+    `{stage: norm}` stays a mapping of floats), a list holds null in its place."""
+    return json.dumps(_finite(value), allow_nan=False)
+
+
+def _nonfinite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _finite(value: Any) -> Any:
+    if _nonfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items() if not _nonfinite(item)}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

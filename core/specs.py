@@ -27,6 +27,9 @@ Optimizer = Literal["sgd", "adam", "adamw"]
 Scheduler = Literal["none", "step", "cosine", "onecycle"]
 Augmentation = Literal["none", "standard", "strong"]
 Device = Literal["auto", "cpu", "cuda"]
+# auto: bfloat16 where the hardware computes it natively (CPUs with AVX512-BF16 or AMX, GPUs of
+# compute capability 8.0 and newer), float16 with loss scaling on older GPUs, else float32.
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 MAX_EPOCHS = 1000
@@ -48,6 +51,10 @@ class Hyperparameters(BaseModel):
     weight_decay: float = Field(0.0, ge=0, le=1)
     scheduler: Scheduler = "none"
     warmup_epochs: int = Field(0, ge=0, le=100)
+    warmup_steps: int = Field(
+        0, ge=0, le=100_000, description="warm-up in optimiser steps (at most a third of the "
+        "run), so a tiny dataset still warms up over enough steps; warmup_epochs, if set, wins"
+    )
     step_size: int = Field(10, ge=1, description="epochs between decays for scheduler=step")
     gamma: float = Field(0.1, gt=0, le=1, description="decay factor for scheduler=step")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
@@ -63,12 +70,28 @@ class Hyperparameters(BaseModel):
     )
     image_size: int = Field(224, ge=16, le=1024)
     augmentation: Augmentation = "none"
+    train_size_fraction: float = Field(
+        1.0, ge=0.5, le=1, description="training crops at this fraction of image_size: "
+        "cheaper, and evaluated at image_size they offset the zoom of random resized crops "
+        "(FixRes)"
+    )
+    random_erasing: float = Field(0.0, ge=0, le=1, description="probability per image")
+    mixup_alpha: float = Field(0.0, ge=0, le=10, description="mixup Beta(a, a); 0: off")
+    cutmix_alpha: float = Field(0.0, ge=0, le=10, description="cutmix Beta(a, a); 0: off")
+    ema_epochs: float | None = Field(
+        None, gt=0, le=100, description="evaluate and export an exponential moving average of "
+        "the weights with this time constant, in epochs"
+    )
     num_workers: int = Field(0, ge=0, le=64, description="data-loader worker processes")
     pretrained_weights: str | None = Field(
         None, description="path to a torchvision-format state_dict to initialise from"
     )
     compile: bool = Field(False, description="wrap the model in torch.compile")
     device: Device = "auto"
+    precision: Precision = Field(
+        "auto", description="compute precision of training (autocast); auto: bfloat16 where the "
+        "hardware has it natively, float16 with loss scaling on older GPUs, else float32"
+    )
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> Hyperparameters:
@@ -78,7 +101,16 @@ class Hyperparameters(BaseModel):
             raise ValueError("nesterov needs optimizer 'sgd' with momentum > 0")
         if self.val_fraction + self.test_fraction > 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
+        if self.train_size_fraction < 1 and self.augmentation == "none":
+            raise ValueError("train_size_fraction below 1 needs augmentation (crops are resized)")
         return self
+
+    @property
+    def train_image_size(self) -> int:
+        """Side of the training crops (a multiple of 8 for the kernels' sake, at least 16)."""
+        if self.train_size_fraction == 1:
+            return self.image_size
+        return max(16, int(self.image_size * self.train_size_fraction / 8 + 0.5) * 8)
 
 
 # The reference study: plain SGD, lr 1e-3, batch 32/64, 8 epochs, 224x224, 80/20 split.
@@ -93,7 +125,7 @@ RECOMMENDED = Hyperparameters(
     nesterov=True,
     weight_decay=5e-4,
     scheduler="cosine",
-    warmup_epochs=2,
+    warmup_steps=150,
     label_smoothing=0.1,
     grad_clip=5.0,
     augmentation="standard",
@@ -171,6 +203,9 @@ class JobRunInfo(BaseModel):
         default_factory=list, description="images left out: path and reason"
     )
     start_epoch: int | None = Field(None, description="first epoch of this attempt (resumes)")
+    precision: str | None = Field(
+        None, description="what training computed in: float32, bfloat16 or float16"
+    )
     inference_ms: float | None = Field(None, description="one image, on the CPU")
     inference_device: str | None = None
     inference_threads: int | None = None
@@ -200,6 +235,9 @@ class EpochMetrics(BaseModel):
     generalization_gap: float = Field(description="train_accuracy - val_accuracy")
     grad_norms: dict[str, float] = Field(
         default_factory=dict, description="mean per-stage gradient L2 norm over the epoch"
+    )
+    skipped_steps: int = Field(
+        0, ge=0, description="float16 steps skipped by the loss scaler (gradients overflowed)"
     )
     is_best: bool = False
     best_details: BestEpochDetails | None = None

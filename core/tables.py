@@ -269,6 +269,7 @@ class EpochMetric(Base):
     train_images_per_second: Mapped[float]
     generalization_gap: Mapped[float]
     grad_norms: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    skipped_steps: Mapped[int] = mapped_column(default=0, server_default="0")
     is_best: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -151,6 +151,7 @@ class DatabaseCallback(TrainingCallback):
             test_size=info.test_size,
             skipped=[asdict(item) for item in info.skipped],
             start_epoch=info.start_epoch,
+            precision=info.precision,
         )
 
         def write(session: Session) -> None:

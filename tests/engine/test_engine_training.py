@@ -68,7 +68,9 @@ def test_loss_goes_down_on_an_easy_dataset(easy_data: Path, tmp_path: Path, runs
 
 
 def _comparable(metrics) -> dict:  # noqa: ANN001
-    return metrics.model_dump(exclude={"epoch_seconds", "train_images_per_second"})
+    # Timings and the machine's load vary between runs; everything else must be equal.
+    return metrics.model_dump(exclude={"epoch_seconds", "train_images_per_second",
+                                       "epoch_cpu_seconds", "load_average"})
 
 
 def test_resume_after_cancel_matches_an_uninterrupted_run(synth_data: Path, tmp_path: Path,
@@ -133,7 +135,7 @@ def test_the_gpu_code_path_runs_on_the_cpu(easy_data: Path, tmp_path: Path, runs
                                            monkeypatch: pytest.MonkeyPatch):
     """bf16 autocast, channels_last, sampled gradient norms and progress: as on CUDA."""
     gpu_like = Runtime(torch.device("cpu"), torch.bfloat16, channels_last=True, sync_every=2)
-    monkeypatch.setattr("workers.engine.run.select_runtime", lambda requested: gpu_like)
+    monkeypatch.setattr("workers.engine.run.select_runtime", lambda *_: gpu_like)
     recorder = Recorder()
     spec = tiny_spec(epochs=1, augmentation="standard", num_workers=1)
     result = train(spec, easy_data, runs / "run", callbacks=[recorder],

@@ -190,3 +190,18 @@ def test_csv_has_one_line_per_job_with_deltas(session: Session, dataset: Dataset
     assert float(second["best_val_accuracy"]) == 0.5
     assert float(second["delta_best_val_accuracy"]) == pytest.approx(0.3)
     assert float(second["rel_delta_best_val_accuracy"]) == pytest.approx(1.5)
+
+
+def test_mixed_precisions_are_flagged(session: Session, dataset: Dataset) -> None:
+    """Precision as trained (run_info) counts, not as asked: auto and bfloat16 may agree."""
+    fp32 = add_run(session, dataset, "plain34", [0.2], hyperparameters={"precision": "auto"})
+    bf16 = add_run(session, dataset, "resnet34", [0.3], hyperparameters={"precision": "auto"})
+    same = add_run(session, dataset, "resnet34", [0.3], hyperparameters={"precision": "bfloat16"})
+    for job, precision in ((fp32, "float32"), (bf16, "bfloat16"), (same, "bfloat16")):
+        job.run_info = job.run_info | {"precision": precision}
+    session.commit()
+    warnings = {w.field: w for w in compare(session, fp32, bf16).warnings}
+    assert set(warnings) == {"precision"}
+    assert warnings["precision"].values == {fp32.id: "float32", bf16.id: "bfloat16"}
+    assert "precision" in warnings["precision"].message
+    assert compare(session, bf16, same).warnings == []

@@ -29,6 +29,7 @@ class RunInfo:
     total_epochs: int
     start_epoch: int  # 1-based: the first epoch this call will train
     device: str
+    precision: str  # what training computes in: float32, bfloat16 or float16
     num_parameters: int
     gflops: float  # forward pass of one image at the training image size
     history: list[EpochMetrics] = field(default_factory=list)

@@ -93,11 +93,12 @@ def _decode_or_reason(path: Path, resize: int, side: int, limits: ImageLimits) -
         return f"{type(exc).__name__}: {exc}"
 
 
-def _decode_threads(settings: Settings) -> int:
-    # Pillow releases the GIL while decoding and resizing, so threads scale on real cores;
-    # no more of them than the API's per-request pixel budget holds full-size images.
+def decode_threads(settings: Settings) -> int:
+    # Pillow releases the GIL while decoding and resizing, so threads scale on real cores:
+    # one per core this process may use (bench/train_throughput.py measures the build), and
+    # no more than the API's per-request pixel budget holds full-size images.
     by_memory = settings.max_request_pixels // settings.max_image_pixels
-    return max(1, min(8, len(os.sched_getaffinity(0)), by_memory))
+    return max(1, min(len(os.sched_getaffinity(0)), by_memory))
 
 
 def _build(scan: DatasetScan, resize: int, side: int, folder: Path) -> None:
@@ -110,7 +111,7 @@ def _build(scan: DatasetScan, resize: int, side: int, folder: Path) -> None:
         decoded = np.zeros(len(scan.files), dtype=bool)
         skipped = []
         paths = [scan.root / relative for relative in scan.files]
-        with ThreadPoolExecutor(_decode_threads(settings)) as pool:
+        with ThreadPoolExecutor(decode_threads(settings)) as pool:
             results = pool.map(lambda p: _decode_or_reason(p, resize, side, limits), paths)
             for row, (relative, result) in enumerate(zip(scan.files, results, strict=True)):
                 if isinstance(result, str):

@@ -10,13 +10,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.specs import BestEpochDetails
+from core.specs import BestEpochDetails, SpecError
 
 from .callbacks import BatchProgress, TrainingCallback
+from .ema import WeightEma
 from .grad_norms import StageGradNorms
 from .runtime import Runtime
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+class TrainingDiverged(SpecError):
+    """The loss became inf or NaN: the weights are lost, so the run stops (a user error: the
+    fix is a lower learning rate, which the field says)."""
+
+    def __init__(self, epoch: int, batch: int, loss: float) -> None:
+        super().__init__("hyperparameters.lr", f"training diverged at epoch {epoch}, batch "
+                         f"{batch} (loss {loss}): lower the learning rate")
+        self.epoch, self.batch, self.loss = epoch, batch, loss
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,7 @@ class TrainStats:
     seconds: float
     lr: float  # the learning rate of the epoch's last step
     grad_norms: dict[str, float]
+    skipped_steps: int  # float16 steps the loss scaler skipped (gradients overflowed)
 
 
 @dataclass(frozen=True)
@@ -48,26 +60,66 @@ class TrainStep:
     criterion: nn.Module
     grad_clip: float | None
     runtime: Runtime
+    ema: WeightEma | None = None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is evaluated and exported: the weight average where there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
 
-def train_one_epoch(step: TrainStep, batches: Batches, prepare: Callable[[torch.Tensor],
-                    torch.Tensor], *, epoch: int, total_batches: int,
+class _EpochTally:
+    """Loss, accuracy and the first non-finite loss, kept on the device and read in one
+    transfer at each progress report, so no step waits for the device."""
+
+    def __init__(self, device: torch.device, grad_norms: StageGradNorms) -> None:
+        self.values = torch.zeros(4, device=device, dtype=torch.float64)
+        self.grad_norms = grad_norms
+        self.seen = 0  # images: known on the host without a sync
+        self.skipped_read = 0  # skipped steps already taken back from the schedule
+
+    def add(self, index: int, loss: torch.Tensor, correct: torch.Tensor, size: int) -> None:
+        loss = loss.detach().double()
+        finite = loss.isfinite()
+        first_bad = finite.logical_not() & (self.values[2] == 0)
+        # [loss sum, correct, first non-finite batch, its loss]
+        self.values += torch.stack([torch.where(finite, loss * size, 0.0), correct.double(),
+                                    first_bad * float(index), torch.where(first_bad, loss, 0.0)])
+        self.seen += size
+
+    def read(self) -> tuple[float, float, int, float, int]:
+        """(loss sum, correct, first non-finite batch or 0, its loss, steps with non-finite
+        gradients): one device sync."""
+        nonfinite = self.grad_norms.nonfinite.double().view(1)
+        loss_sum, correct, bad_batch, bad_loss, skipped = torch.cat(
+            [self.values, nonfinite]).tolist()
+        return loss_sum, correct, int(bad_batch), bad_loss, int(skipped)
+
+
+def train_one_epoch(step: TrainStep, batches: Batches,
+                    prepare: Callable[[torch.Tensor, torch.Tensor],
+                                      tuple[torch.Tensor, torch.Tensor]],
+                    *, epoch: int, total_batches: int,
                     callbacks: TrainingCallback) -> TrainStats | None:
-    """Train over `batches`; None if a callback asked to stop (the partial epoch is dropped)."""
+    """Train over `batches`; None if a callback asked to stop (the partial epoch is dropped).
+
+    `prepare(images, labels)` gives the inputs and the targets (class indexes or, under
+    mixup/cutmix, probabilities). Raises TrainingDiverged at the first report after a
+    non-finite loss.
+    """
     runtime = step.runtime
     step.model.train()
-    loss_sum = torch.zeros((), device=runtime.device)
-    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
     grad_norms = StageGradNorms(step.base_model)
-    seen, start = 0, time.perf_counter()
+    tally = _EpochTally(runtime.device, grad_norms)
+    start = time.perf_counter()
     for index, (images, labels) in enumerate(batches, start=1):
         if callbacks.should_stop():
             return None
-        inputs = prepare(images)
+        inputs, targets = prepare(images, labels)
         labels = labels.to(runtime.device, non_blocking=True)
         with runtime.autocast():
             logits = step.model(inputs)
-            loss = step.criterion(logits, labels)
+            loss = step.criterion(logits, targets)
         step.optimizer.zero_grad(set_to_none=True)
         step.scaler.scale(loss).backward()
         step.scaler.unscale_(step.optimizer)  # true gradients for the norms and for clipping
@@ -75,32 +127,53 @@ def train_one_epoch(step: TrainStep, batches: Batches, prepare: Callable[[torch.
         if step.grad_clip is not None:  # the global norm from the stage norms: no second pass
             nn.utils.clip_grads_with_norm_(step.base_model.parameters(), step.grad_clip,
                                            stage_norms.square().sum().sqrt())
+        # A fused optimizer skips an overflowed step on the device (no sync); the schedule is
+        # taken back for it at the next report.
         step.scaler.step(step.optimizer)
         step.scaler.update()
         step.scheduler.step()
-        loss_sum += loss.detach().float() * len(labels)
-        correct += (logits.detach().argmax(dim=1) == labels).sum()
-        seen += len(labels)
-        if index % runtime.sync_every == 0 or index == total_batches:  # .item() waits
+        if step.ema is not None:
+            step.ema.update(step.base_model)
+        tally.add(index, loss, (logits.detach().argmax(dim=1) == labels).sum(), len(labels))
+        if index % runtime.sync_every == 0 or index == total_batches:  # the one sync
+            loss_sum = _report(step, tally, epoch)
             elapsed = time.perf_counter() - start
             callbacks.on_batch_end(BatchProgress(epoch, index, total_batches,
-                                                 loss_sum.item() / seen, seen / elapsed))
+                                                 loss_sum / tally.seen, tally.seen / elapsed))
     seconds = time.perf_counter() - start
+    loss_sum, correct, *_ = tally.read()
     return TrainStats(
-        loss=loss_sum.item() / max(seen, 1),
-        accuracy=correct.item() / max(seen, 1),
-        images=seen,
+        loss=loss_sum / max(tally.seen, 1),
+        accuracy=correct / max(tally.seen, 1),
+        images=tally.seen,
         seconds=seconds,
         lr=step.optimizer.param_groups[0]["lr"],
         grad_norms=grad_norms.mean(),
+        skipped_steps=tally.skipped_read,
     )
+
+
+def _report(step: TrainStep, tally: _EpochTally, epoch: int) -> float:
+    """Read the tallies (one sync); stop on divergence; take the steps the loss scaler skipped
+    back from the learning-rate schedule, which counts real optimiser steps only (between two
+    reports the rate may run ahead by the steps skipped there). Returns the loss sum."""
+    loss_sum, _, bad_batch, bad_loss, skipped = tally.read()
+    if bad_batch:
+        raise TrainingDiverged(epoch, bad_batch, bad_loss)
+    newly = skipped - tally.skipped_read
+    if newly and step.scaler.is_enabled():
+        step.scheduler.last_epoch -= newly + 1
+        step.scheduler.step()  # recomputes the rate for the corrected step count
+        tally.skipped_read = skipped
+    return loss_sum
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Batches, prepare: Callable[[torch.Tensor], torch.Tensor],
              *, num_classes: int, runtime: Runtime) -> EvalStats:
     """Mean cross-entropy (no label smoothing, so runs with different smoothing compare),
-    accuracy and confusion matrix. Counts stay on the device until the end."""
+    accuracy and confusion matrix. Counts stay on the device until the end: the confusion
+    matrix grows by index_add_, which (unlike bincount) never waits for the device."""
     model.eval()
     loss_sum = torch.zeros((), device=runtime.device)
     confusion = torch.zeros(num_classes * num_classes, device=runtime.device, dtype=torch.long)
@@ -110,7 +183,7 @@ def evaluate(model: nn.Module, batches: Batches, prepare: Callable[[torch.Tensor
             logits = model(prepare(images))
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
         pairs = labels * num_classes + logits.argmax(dim=1)
-        confusion += torch.bincount(pairs, minlength=num_classes * num_classes)
+        confusion.index_add_(0, pairs, torch.ones_like(pairs))
     matrix = confusion.view(num_classes, num_classes).tolist()
     total = max(sum(map(sum, matrix)), 1)
     accuracy = sum(matrix[i][i] for i in range(num_classes)) / total

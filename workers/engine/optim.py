@@ -27,24 +27,37 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, hp: Hyperparameters) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, hp: Hyperparameters, *,
+                    fused: bool = False) -> torch.optim.Optimizer:
+    """`fused`: one kernel per step, which under float16 loss scaling also skips an overflowed
+    step on the device (the unfused path asks the host, a sync per step)."""
     groups = parameter_groups(model, hp.weight_decay)
+    kwargs = {"fused": True} if fused else {}
     if hp.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov)
+        return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
+                               **kwargs)
     if hp.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=hp.lr)
-    return torch.optim.AdamW(groups, lr=hp.lr)
+        return torch.optim.Adam(groups, lr=hp.lr, **kwargs)
+    return torch.optim.AdamW(groups, lr=hp.lr, **kwargs)
+
+
+def warmup_steps(hp: Hyperparameters, steps_per_epoch: int) -> int:
+    """Warm-up length in steps: `warmup_epochs` when set (an override of a preset that counts
+    in steps), else `warmup_steps` capped at a third of the run."""
+    if hp.warmup_epochs:
+        return hp.warmup_epochs * steps_per_epoch
+    return min(hp.warmup_steps, hp.epochs * steps_per_epoch // 3)
 
 
 def lr_factor(step: int, hp: Hyperparameters, steps_per_epoch: int) -> float:
     """Multiplier of hp.lr for optimizer step `step` (0-based)."""
     total = max(1, hp.epochs * steps_per_epoch)
     if hp.scheduler == "onecycle":
-        rise = hp.warmup_epochs * steps_per_epoch or round(ONECYCLE_WARMUP * total)
+        rise = warmup_steps(hp, steps_per_epoch) or round(ONECYCLE_WARMUP * total)
         if step < rise:
             return _cosine(step / max(rise, 1), ONECYCLE_START, 1.0)
         return _cosine((step - rise) / max(total - rise, 1), 1.0, ONECYCLE_END)
-    warmup = hp.warmup_epochs * steps_per_epoch
+    warmup = warmup_steps(hp, steps_per_epoch)
     if step < warmup:
         return (step + 1) / warmup  # linear, never exactly zero so the first step moves
     if hp.scheduler == "step":

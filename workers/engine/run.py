@@ -33,7 +33,7 @@ from models import (
 )
 from models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
-from .augment import BatchTransform
+from .augment import BatchTransform, Regularisers
 from .callbacks import CallbackList, RunInfo, RunResult, RunStatus, TrainingCallback
 from .checkpoints import (
     BEST,
@@ -53,6 +53,7 @@ from .checkpoints import (
     save_epoch,
 )
 from .data import PreparedData, batch_plan, iterate_batches, prepare_data
+from .ema import WeightEma, ema_decay
 from .loop import EvalStats, TrainStats, TrainStep, best_details, evaluate, train_one_epoch
 from .optim import build_optimizer, build_scheduler
 from .runtime import Runtime, select_runtime
@@ -71,7 +72,7 @@ def train(spec: TrainSpec, data: Path, out_dir: Path, *,
     out_dir = Path(out_dir)
     events = CallbackList(callbacks)
     _check_architecture(spec)
-    runtime = select_runtime(hp.device)
+    runtime = select_runtime(hp.device, hp.precision)
     prepared = prepare_data(Path(data), hp, Path(cache_dir or get_settings().cache_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_partial_files(out_dir)
@@ -93,8 +94,9 @@ def train(spec: TrainSpec, data: Path, out_dir: Path, *,
     events.on_run_start(RunInfo(
         class_names=prepared.class_names, train_size=len(prepared.train),
         val_size=len(prepared.val), skipped=prepared.skipped, total_epochs=hp.epochs,
-        start_epoch=len(history) + 1, device=runtime.describe(), num_parameters=num_parameters,
-        gflops=gflops, history=list(history), test_size=len(prepared.test)))
+        start_epoch=len(history) + 1, device=runtime.describe(), precision=runtime.precision,
+        num_parameters=num_parameters, gflops=gflops, history=list(history),
+        test_size=len(prepared.test)))
     if history:
         recover_checkpoints(out_dir, _best_epoch(history), len(history), events)
     status, _ = _run_epochs(step, spec, prepared, history, out_dir, events)
@@ -122,9 +124,12 @@ def _run_epochs(step: TrainStep, spec: TrainSpec, prepared: PreparedData,
     """Train the remaining epochs, appending to `history`; (status, whether any epoch ran)."""
     hp = spec.hyperparameters
     runtime = step.runtime
-    transform = BatchTransform(image_size=hp.image_size, augmentation=hp.augmentation,
-                               mean=IMAGENET_MEAN, std=IMAGENET_STD, device=runtime.device,
-                               channels_last=runtime.channels_last)
+    transform = BatchTransform(
+        image_size=hp.image_size, augmentation=hp.augmentation, mean=IMAGENET_MEAN,
+        std=IMAGENET_STD, device=runtime.device, channels_last=runtime.channels_last,
+        train_size=hp.train_image_size,
+        regularisers=Regularisers(hp.random_erasing, hp.mixup_alpha, hp.cutmix_alpha))
+    num_classes = len(prepared.class_names)
     read = partial(iterate_batches, prepared, num_workers=hp.num_workers,
                    pin_memory=runtime.device.type == "cuda")
     train_crop = None if transform.needs_full_image else hp.image_size
@@ -137,13 +142,13 @@ def _run_epochs(step: TrainStep, spec: TrainSpec, prepared: PreparedData,
         generator = torch.Generator().manual_seed(derived_seed(hp.seed, epoch, "data"))
         plan = batch_plan(len(prepared.train), hp.batch_size, generator)
         clock = EpochClock()
-        stats = train_one_epoch(step, read(prepared.train, plan, crop=train_crop),
-                                partial(transform, generator=generator), epoch=epoch,
-                                total_batches=len(plan), callbacks=events)
+        prepare = partial(transform.train_batch, num_classes=num_classes, generator=generator)
+        stats = train_one_epoch(step, read(prepared.train, plan, crop=train_crop), prepare,
+                                epoch=epoch, total_batches=len(plan), callbacks=events)
         if stats is None:
             return "cancelled", trained
-        scores = evaluate(step.model, read(prepared.val, val_plan, crop=hp.image_size),
-                          transform, num_classes=len(prepared.class_names), runtime=runtime)
+        scores = evaluate(step.eval_model, read(prepared.val, val_plan, crop=hp.image_size),
+                          transform, num_classes=num_classes, runtime=runtime)
         metrics = _epoch_metrics(epoch, stats, scores, history, prepared.class_names, clock)
         history.append(metrics)
         trained = True
@@ -178,7 +183,7 @@ def _epoch_metrics(epoch: int, stats: TrainStats, scores: EvalStats,
         epoch_cpu_seconds=cpu_seconds, load_average=os.getloadavg()[0],
         train_images_per_second=stats.images / max(stats.seconds, 1e-9),
         generalization_gap=stats.accuracy - scores.accuracy, grad_norms=stats.grad_norms,
-        is_best=is_best,
+        skipped_steps=stats.skipped_steps, is_best=is_best,
         best_details=best_details(class_names, scores.confusion) if is_best else None)
 
 
@@ -230,8 +235,12 @@ def _training_objects(model: nn.Module, spec: TrainSpec, runtime: Runtime,
     hp = spec.hyperparameters
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     model = model.to(runtime.device, memory_format=memory_format)
-    optimizer = build_optimizer(model, hp)
+    # Fused where a step would otherwise wait for the device: on CUDA, and under fp16 scaling.
+    optimizer = build_optimizer(model, hp, fused=runtime.fp16 or runtime.device.type == "cuda")
     steps_per_epoch = len(batch_plan(train_size, hp.batch_size, torch.Generator()))
+    ema = None
+    if hp.ema_epochs is not None:
+        ema = WeightEma(model, ema_decay(hp.ema_epochs, steps_per_epoch))
     return TrainStep(
         model=torch.compile(model) if hp.compile else model,
         base_model=model,
@@ -241,6 +250,7 @@ def _training_objects(model: nn.Module, spec: TrainSpec, runtime: Runtime,
         criterion=nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing),
         grad_clip=hp.grad_clip,
         runtime=runtime,
+        ema=ema,
     )
 
 
@@ -254,6 +264,7 @@ def _checkpoint_state(step: TrainStep, spec: TrainSpec, prepared: PreparedData,
         "optimizer": step.optimizer.state_dict(),
         "scheduler": step.scheduler.state_dict(),
         "scaler": step.scaler.state_dict(),
+        **({"ema": step.ema.state_dict()} if step.ema is not None else {}),
         "rng": rng_state(),
         "spec": spec.model_dump(mode="json"),
         "data": {"class_names": prepared.class_names, "split_id": prepared.split_id},
@@ -263,10 +274,23 @@ def _checkpoint_state(step: TrainStep, spec: TrainSpec, prepared: PreparedData,
 
 
 def _restore(step: TrainStep, state: dict[str, Any]) -> list[EpochMetrics]:
-    """Optimizer, scheduler, scaler and RNG state (the weights are already in the model)."""
+    """Optimizer, scheduler, scaler, EMA and RNG state (the weights are already in the model).
+
+    A run saved without loss scaling (bfloat16, float32: the scaler's state is empty) may
+    resume in float16 where `precision` is auto and the new host lacks bf16: its scaler
+    starts afresh."""
+    # The implementation flags are this host's choice, not the saved run's: an unfused group
+    # under a fused optimizer would apply steps the loss scaler meant to skip.
+    kernels = [{key: group[key] for key in ("fused", "foreach") if key in group}
+               for group in step.optimizer.param_groups]
     step.optimizer.load_state_dict(state["optimizer"])
+    for group, kept in zip(step.optimizer.param_groups, kernels, strict=True):
+        group.update(kept)
     step.scheduler.load_state_dict(state["scheduler"])
-    step.scaler.load_state_dict(state["scaler"])
+    if state.get("scaler") and step.scaler.is_enabled():
+        step.scaler.load_state_dict(state["scaler"])
+    if step.ema is not None:
+        step.ema.load_state_dict(state["ema"])
     restore_rng_state(state["rng"])
     return history_of(state)
 
@@ -297,9 +321,9 @@ def _ensure_bundle(spec: TrainSpec, prepared: PreparedData, best: EpochMetrics, 
 def _export_bundle(spec: TrainSpec, prepared: PreparedData, best: EpochMetrics, out_dir: Path,
                    num_parameters: int, gflops: float, source_sha256: str) -> None:
     """The best weights as an inference bundle (read back from best.pt: the model in memory
-    is the last epoch's)."""
-    model = _build(spec, len(prepared.class_names),
-                   weights=load_checkpoint(out_dir / BEST)["model"])
+    is the last epoch's), their moving average where there is one: that is what was
+    evaluated."""
+    model = _build(spec, len(prepared.class_names), weights=best_weights(out_dir / BEST))
     save_bundle(
         out_dir / BUNDLE, model,
         architecture=spec.architecture.model_dump(mode="json"),
@@ -323,8 +347,7 @@ def score_test(spec: TrainSpec, prepared: PreparedData, best_epoch: int, out_dir
         stored = TestMetrics.model_validate_json(saved.read_text())
         if stored.epoch == best_epoch and stored.num_images == len(prepared.test):
             return stored
-    model = _build(spec, len(prepared.class_names),
-                   weights=load_checkpoint(out_dir / BEST)["model"])
+    model = _build(spec, len(prepared.class_names), weights=best_weights(out_dir / BEST))
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     model = model.to(runtime.device, memory_format=memory_format)
     hp = spec.hyperparameters
@@ -342,6 +365,12 @@ def score_test(spec: TrainSpec, prepared: PreparedData, best_epoch: int, out_dir
     with atomic_write(saved) as handle:
         handle.write(test.model_dump_json().encode())
     return test
+
+
+def best_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint was evaluated with: its moving average where it has one."""
+    state = load_checkpoint(path)
+    return state["ema"]["weights"] if "ema" in state else state["model"]
 
 
 def _existing(path: Path) -> Path | None:

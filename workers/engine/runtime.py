@@ -8,7 +8,14 @@ from dataclasses import dataclass
 
 import torch
 
-from core.specs import Device, SpecError
+from core.specs import Device, Precision, SpecError
+from models.inference import cpu_has_native_bf16
+
+# Each compute dtype's name (run_info, comparisons) and its short label in the job's device
+# description (as jobs trained before precision was a setting were described).
+PRECISION_NAMES = {None: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+SHORT_LABELS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+EXPLICIT_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -28,11 +35,17 @@ class Runtime:
         """Float16 needs loss scaling; bfloat16 has float32's range and does not."""
         return self.amp_dtype == torch.float16
 
+    @property
+    def precision(self) -> str:
+        """'float32', 'bfloat16' or 'float16': what the convolutions compute in."""
+        return PRECISION_NAMES[self.amp_dtype]
+
     def describe(self) -> str:
+        """The job's device description (at most 50 characters: a database column)."""
         if self.device.type == "cuda":
-            precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp_dtype, "fp32")
-            return f"cuda:{torch.cuda.get_device_name(self.device)} ({precision})"
-        return f"cpu ({torch.get_num_threads()} threads, fp32)"
+            name = torch.cuda.get_device_name(self.device).removeprefix("NVIDIA ")
+            return f"cuda:{self.device.index or 0} {name} ({SHORT_LABELS[self.precision]})"[:50]
+        return f"cpu ({torch.get_num_threads()} threads, {SHORT_LABELS[self.precision]})"
 
 
 def available_cpus() -> int:
@@ -42,7 +55,23 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def select_runtime(requested: Device) -> Runtime:
+def compute_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device` (None: float32).
+
+    'auto' is bfloat16 where the hardware computes it natively: on CUDA from compute capability
+    8.0 (Ampere; `torch.cuda.is_bf16_supported()` is also true where it is only emulated, as on
+    a T4), else float16 with loss scaling; on the CPU with AVX512-BF16 or AMX (the rule serving
+    uses), else float32.
+    """
+    if precision != "auto":
+        return EXPLICIT_DTYPES[precision]
+    if device.type == "cuda":
+        native = torch.cuda.get_device_capability(device) >= (8, 0)
+        return torch.bfloat16 if native else torch.float16
+    return torch.bfloat16 if cpu_has_native_bf16() else None
+
+
+def select_runtime(requested: Device, precision: Precision = "auto") -> Runtime:
     """CUDA when present (or asked for), else the CPU; sets the global backend flags."""
     if requested == "cuda" and not torch.cuda.is_available():
         raise SpecError("hyperparameters.device", "cuda was requested but no GPU is available")
@@ -51,12 +80,17 @@ def select_runtime(requested: Device) -> Runtime:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        device = torch.device("cuda", torch.cuda.current_device())
         # Sync with the GPU rarely: each .item() stalls the queue of kernels.
-        return Runtime(torch.device("cuda"), dtype, channels_last=True, sync_every=25)
+        return Runtime(device, compute_dtype(precision, device), channels_last=True,
+                       sync_every=25)
     # torch may count all host cores in a container limited to fewer; more threads than
     # cores only adds contention. Never raise a limit a caller has set (tests use 1).
     torch.set_num_threads(max(1, min(torch.get_num_threads(), available_cpus())))
-    # NCHW: on the x86 CPUs measured, ResNet-34 training steps were 13-20% slower in
-    # channels_last (64 px, batch 32: 62 vs 55 images/s; 32 px, batch 8: 46 vs 38).
-    return Runtime(torch.device("cpu"), None, channels_last=False, sync_every=1)
+    device = torch.device("cpu")
+    dtype = compute_dtype(precision, device)
+    # Memory format per precision, as measured on x86 CPUs (bench/train_throughput.py): in
+    # float32 ResNet-34 training steps were 13-20% slower in channels_last (64 px, batch 32:
+    # 62 vs 55 images/s), in bfloat16 channels_last was 3-8% faster (oneDNN's bf16 kernels
+    # are blocked for NHWC).
+    return Runtime(device, dtype, channels_last=dtype == torch.bfloat16, sync_every=1)

@@ -1,0 +1,263 @@
+"""foodlab's `recommended` recipe against a good plain torchvision script, on real photos.
+
+    .venv/bin/python bench/recipe.py [--data DIR] [--seeds 0 1 2] [--threads 2]
+
+Measures in one run, on the same split and at the same image size (64x64, ResNet-34 from
+scratch):
+  (s) script     torchvision ImageFolder + DataLoader, torchvision's resnet34; SGD with
+                 Nesterov momentum 0.9, OneCycle to a peak lr of 0.1, weight decay 5e-4 on all
+                 parameters, RandomResizedCrop(scale=(0.35, 1)) + horizontal flip + colour
+                 jitter 0.2, label smoothing 0.1, batch 32/64, 15 epochs: its wall-clock time
+                 is the budget;
+  (t) same time  foodlab `recommended` ResNet-34 with as many epochs as fit in that budget
+                 (epoch time measured by a one-epoch probe; the image cache is built inside
+                 the budget);
+  (e) 15 epochs  foodlab `recommended` ResNet-34 at the script's 15 epochs;
+  (p) plain      foodlab `recommended` Plain-34 at 15 epochs (the degradation the study shows).
+Targets: (t) >= (s) + 8 points best validation accuracy; (e) >= (s); (p) < (e).
+Results: bench/results/recipe.{json,md}, rewritten after every run so a long bench that is
+stopped keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from torchvision import transforms as T
+
+from core.datasets import load_or_create_split, scan_dataset
+from core.specs import ArchitectureSpec, TrainSpec, resolve_hyperparameters
+from models.preprocess import IMAGENET_MEAN, IMAGENET_STD, default_resize_size
+from workers.engine import train
+from workers.engine.runtime import available_cpus
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "food101-dev5"
+RESULTS = REPO / "bench" / "results"
+SCRIPT_EPOCHS = 15
+TARGET_POINTS = 0.08
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="JPEG ImageFolder")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--threads", type=int, default=available_cpus())
+    parser.add_argument("--workers", type=int, default=available_cpus(),
+                        help="DataLoader processes of the script (torchvision's -j)")
+    parser.add_argument("--preset", default="recommended")
+    parser.add_argument("--epochs", type=int, default=SCRIPT_EPOCHS,
+                        help="the script's epochs (15; fewer only to try the bench out)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser.parse_args()
+
+
+# --- (s) the plain torchvision script ---------------------------------------------------------
+
+
+class PhotoFolder(torchvision.datasets.ImageFolder):
+    """ImageFolder without hidden folders (foodlab's own derived files live in one)."""
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = sorted(e.name for e in os.scandir(directory)
+                         if e.is_dir() and not e.name.startswith("."))
+        return classes, {name: i for i, name in enumerate(classes)}
+
+
+def script_loaders(args: argparse.Namespace, split: Any, scan: Any) -> tuple[DataLoader, ...]:
+    size = args.image_size
+    normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    train_tf = T.Compose([T.RandomResizedCrop(size, scale=(0.35, 1.0)), T.RandomHorizontalFlip(),
+                          T.ColorJitter(0.2, 0.2, 0.2), T.ToTensor(), normalize])
+    val_tf = T.Compose([T.Resize(default_resize_size(size)), T.CenterCrop(size), T.ToTensor(),
+                        normalize])
+    train_set = PhotoFolder(str(args.data), transform=train_tf)
+    val_set = PhotoFolder(str(args.data), transform=val_tf)
+    # The same split as foodlab's: map its relative paths onto ImageFolder's indexes.
+    index = {Path(path).relative_to(args.data).as_posix(): i
+             for i, (path, _) in enumerate(train_set.samples)}
+    train_idx = [index[scan.files[i]] for i in split.train]
+    val_idx = [index[scan.files[i]] for i in split.val]
+    common = {"num_workers": args.workers, "persistent_workers": args.workers > 0}
+    return (DataLoader(Subset(train_set, train_idx), batch_size=32, shuffle=True, drop_last=True,
+                       **common),
+            DataLoader(Subset(val_set, val_idx), batch_size=64, **common))
+
+
+def run_script(args: argparse.Namespace, seed: int, split: Any, scan: Any) -> dict[str, Any]:
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    train_loader, val_loader = script_loaders(args, split, scan)
+    model = torchvision.models.resnet34(num_classes=len(scan.class_names))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
+                                weight_decay=5e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=0.1, epochs=args.epochs, steps_per_epoch=len(train_loader))
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    accuracies = []
+    for _ in range(args.epochs):
+        model.train()
+        for images, labels in train_loader:
+            loss = criterion(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        model.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for images, labels in val_loader:
+                correct += (model(images).argmax(1) == labels).sum().item()
+                total += len(labels)
+        accuracies.append(correct / total)
+        print(f"script seed {seed} epoch {len(accuracies)}: {accuracies[-1]:.3f}", flush=True)
+    return {"epochs": args.epochs, "seconds": time.perf_counter() - started,
+            "val_accuracy": accuracies, "best_val_accuracy": max(accuracies)}
+
+
+# --- foodlab ----------------------------------------------------------------------------------
+
+
+def run_foodlab(args: argparse.Namespace, seed: int, arch: str, epochs: int,
+                cache: Path) -> dict[str, Any]:
+    hp = resolve_hyperparameters(args.preset, {"image_size": args.image_size, "epochs": epochs,
+                                               "seed": seed})
+    spec = TrainSpec(architecture=ArchitectureSpec(name=arch), hyperparameters=hp)
+    out = Path(tempfile.mkdtemp(prefix="foodlab-recipe-"))
+    started = time.perf_counter()
+    try:
+        result = train(spec, args.data, out, cache_dir=cache)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    accuracies = [m.val_accuracy for m in result.epochs]
+    print(f"foodlab {arch} seed {seed} {epochs} epochs: best {max(accuracies):.3f}", flush=True)
+    return {"arch": arch, "epochs": epochs, "seconds": time.perf_counter() - started,
+            "val_accuracy": accuracies, "best_val_accuracy": max(accuracies),
+            "epoch_seconds": [m.epoch_seconds for m in result.epochs],
+            # The best checkpoint on the held-out test images (the tuning issue's split).
+            "test_accuracy": result.test.accuracy if result.test is not None else None,
+            "hyperparameters": hp.model_dump(mode="json")}
+
+
+def epochs_in_budget(args: argparse.Namespace, seed: int, budget: float, cache: Path
+                     ) -> tuple[int, float]:
+    """How many epochs of foodlab fit in `budget` seconds (the cache is built in it too)."""
+    started = time.perf_counter()
+    probe = run_foodlab(args, seed, "resnet34", 1, cache)  # builds the cache: inside the budget
+    setup = time.perf_counter() - started - probe["epoch_seconds"][0]
+    return max(1, math.floor((budget - setup) / probe["epoch_seconds"][0])), setup
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, float] | None:
+    if not runs:
+        return None
+    best = [r["best_val_accuracy"] for r in runs]
+    return {"mean": statistics.fmean(best), "std": statistics.stdev(best) if len(best) > 1 else 0.0,
+            "seconds": statistics.fmean(r["seconds"] for r in runs),
+            "epochs": statistics.fmean(r["epochs"] for r in runs)}
+
+
+def write_results(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]],
+                  context: dict[str, Any]) -> None:
+    stats = {name: summary(items) for name, items in runs.items()}
+    checks = {}
+    if stats["script"] and stats["same_time"]:
+        checks["same_time_minus_script"] = stats["same_time"]["mean"] - stats["script"]["mean"]
+    if stats["script"] and stats["epochs15"]:
+        checks["epochs15_minus_script"] = stats["epochs15"]["mean"] - stats["script"]["mean"]
+    if stats["epochs15"] and stats["plain15"]:
+        checks["resnet_minus_plain"] = stats["epochs15"]["mean"] - stats["plain15"]["mean"]
+    payload = {"context": context, "summary": stats, "checks": checks, "runs": runs,
+               "targets": {"same_time_minus_script": TARGET_POINTS, "epochs15_minus_script": 0.0,
+                           "resnet_minus_plain": 0.0}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "recipe.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (args.out / "recipe.md").write_text(markdown(stats, checks, context))
+
+
+LABELS = {"script": "(s) torchvision script, 15 epochs", "same_time": "(t) foodlab `{preset}`, "
+          "same wall-clock", "epochs15": "(e) foodlab `{preset}`, 15 epochs",
+          "plain15": "(p) foodlab `{preset}` Plain-34, 15 epochs"}
+
+
+def markdown(stats: dict[str, Any], checks: dict[str, float], context: dict[str, Any]) -> str:
+    lines = ["# Recipe: foodlab against a plain torchvision script (bench/recipe.py)", "",
+             f"ResNet-34 from scratch at {context['image_size']}x{context['image_size']} on "
+             f"{context['data']} ({context['train_size']} training / {context['val_size']} "
+             f"validation photos, same split; {context['test_size']} held out); seeds "
+             f"{context['seeds']}; {context['threads']} threads on {context['cpus']} CPUs "
+             f"({context['cpu']}); load average at the start "
+             f"{context['load_before']}. The machine was shared with other work.", "",
+             "| run | epochs | wall-clock s | best val accuracy (mean ± std) |",
+             "|---|---:|---:|---:|"]
+    for name, label in LABELS.items():
+        item = stats[name]
+        if item:
+            lines.append(f"| {label.format(preset=context['preset'])} | {item['epochs']:.0f} | "
+                         f"{item['seconds']:.0f} | {100 * item['mean']:.1f}% ± "
+                         f"{100 * item['std']:.1f} |")
+    lines += ["", "| check | points | target |", "|---|---:|---:|"]
+    names = {"same_time_minus_script": ("(t) - (s)", ">= +8"),
+             "epochs15_minus_script": ("(e) - (s)", ">= 0"),
+             "resnet_minus_plain": ("(e) - (p)", "> 0")}
+    for key, value in checks.items():
+        label, target = names[key]
+        lines.append(f"| {label} | {100 * value:+.1f} | {target} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    home = Path(tempfile.mkdtemp(prefix="foodlab-recipe-home-"))
+    cache = home / "cache"
+    scan = scan_dataset(args.data)
+    hp = resolve_hyperparameters(args.preset, {"image_size": args.image_size})
+    split = load_or_create_split(scan, hp.val_fraction, hp.split_seed, cache, hp.test_fraction)
+    context = {"data": str(args.data), "image_size": args.image_size, "seeds": args.seeds,
+               "threads": args.threads, "cpus": available_cpus(), "cpu": platform.processor()
+               or platform.machine(), "load_before": [round(x, 1) for x in os.getloadavg()],
+               "torch": torch.__version__, "preset": args.preset,
+               "train_size": len(split.train), "val_size": len(split.val),
+               "test_size": len(split.test)}
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key in LABELS}
+    try:
+        for seed in args.seeds:
+            script = run_script(args, seed, split, scan)
+            runs["script"].append(script)
+            write_results(args, runs, context)
+            shutil.rmtree(cache / "images", ignore_errors=True)  # rebuilt inside the budget
+            epochs, setup = epochs_in_budget(args, seed, script["seconds"], cache)
+            context[f"seed{seed}_budget"] = {"seconds": script["seconds"], "epochs": epochs,
+                                             "setup_seconds": setup}
+            runs["same_time"].append(run_foodlab(args, seed, "resnet34", epochs, cache))
+            write_results(args, runs, context)
+            runs["epochs15"].append(run_foodlab(args, seed, "resnet34", args.epochs, cache))
+            write_results(args, runs, context)
+            runs["plain15"].append(run_foodlab(args, seed, "plain34", args.epochs, cache))
+            write_results(args, runs, context)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    print((args.out / "recipe.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
