@@ -1,7 +1,7 @@
 """epoch_metrics.skipped_steps: float16 steps the loss scaler skipped
 
-Revision ID: 0008_skipped_steps
-Revises: 0007_cost_figures
+Revision ID: 0009_skipped_steps
+Revises: 0008_job_leases
 """
 
 from collections.abc import Sequence
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008_skipped_steps"
-down_revision: str | None = "0007_cost_figures"
+revision: str = "0009_skipped_steps"
+down_revision: str | None = "0008_job_leases"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
