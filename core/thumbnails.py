@@ -15,6 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.datasets import IMAGE_EXTENSIONS
 from core.errors import NotFound
+from core.images import ImageLimits, decode_slots
 from core.storage import atomic_write
 
 MAX_SIDE = 128
@@ -49,9 +50,13 @@ def thumbnail(
     class_index: int,
     index: int,
     cache_folder: Path,
-    max_pixels: int,
+    limits: ImageLimits,
+    decodes: int,
 ) -> Path:
-    """Path of the cached JPEG thumbnail of image `index` of class `class_index`, made once."""
+    """Path of the cached JPEG thumbnail of image `index` of class `class_index`, made once.
+
+    The image must pass the same size rule as every other decode (`limits`), and at most
+    `decodes` decodes run at once in the process (shared with /predict)."""
     if not 0 <= class_index < len(classes):
         raise ThumbnailError("class_index", f"must be between 0 and {len(classes) - 1}")
     if not 0 <= index < MAX_PER_CLASS:
@@ -63,23 +68,24 @@ def thumbnail(
     samples = class_samples(dataset_root / class_name, index + 1)
     if index >= len(samples):
         raise ThumbnailError("index", f"class {class_name!r} has only {len(samples)} image(s)")
-    _write_jpeg(_shrink(samples[index], max_pixels), cached)
+    with decode_slots(decodes):
+        _write_jpeg(_shrink(samples[index], limits), cached)
     return cached
 
 
-def _shrink(source: Path, max_pixels: int) -> Image.Image:
+def _shrink(source: Path, limits: ImageLimits) -> Image.Image:
     try:
         with Image.open(source) as image:
-            too_large = image.width * image.height > max_pixels
-            if not too_large:
+            problem = limits.problem(image.width, image.height)
+            if problem is None:
                 image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at a reduced scale
                 small = ImageOps.exif_transpose(image).convert("RGB")
                 small.thumbnail((MAX_SIDE, MAX_SIDE))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as exc:
         raise ThumbnailError("index", f"{source.name} cannot be decoded: {exc}") from None
-    if too_large:
-        raise ThumbnailError("index", f"{source.name} exceeds the {max_pixels}-pixel limit")
+    if problem is not None:
+        raise ThumbnailError("index", f"{source.name}: {problem}")
     return small
 
 

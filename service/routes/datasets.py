@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from core import repository as repo
 from core.dataset_registry import register_archive, register_folder
 from core.errors import Conflict, Forbidden, InvalidInput
+from core.images import ImageLimits
 from core.settings import Settings
 from core.specs import RowOffset
 from core.tables import Dataset
@@ -152,6 +153,6 @@ def dataset_thumbnail(
     cache = settings.cache_dir / "thumbnails" / str(dataset.id) / dataset.fingerprint[:16]
     path = thumbnail(dataset_root=Path(dataset.path), classes=list(dataset.classes),
                      class_index=class_index, index=index, cache_folder=cache,
-                     max_pixels=settings.max_image_pixels)
+                     limits=ImageLimits.of(settings), decodes=settings.max_concurrent_decodes)
     return FileResponse(path, media_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=3600"})
