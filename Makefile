@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean messages
+.PHONY: install run test test-fast lint typecheck bench clean messages
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,16 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-lint: $(STAMP)
+# The edit-test loop: no worker processes, databases other than SQLite, browser or
+# torch.compile; tests that take more than a few seconds are marked slow and left out.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration and not slow and not browser" $(PYTEST_ARGS)
+
+lint: $(STAMP) typecheck
 	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 # Report translations: extract the marked messages, merge them into each catalogue (translate
 # what is new in analysis/locale/<lang>/LC_MESSAGES/foodlab.po), compile the .mo that is committed.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from matplotlib import colormaps
 from matplotlib.axes import Axes
@@ -27,7 +27,9 @@ CURVES_SIZE = (12.0, 4.8)  # inches: 1200 x 480 pixels
 GRADIENTS_SIZE = (12.0, 4.8)
 TRADEOFF_SIZE = (14.0, 4.2)
 GOLDEN_RATIO_CONJUGATE = 0.618033988749895
-BEST_MARKER = {"marker": "*", "s": 160, "edgecolors": "black", "linewidths": 0.6, "zorder": 5}
+BEST_MARKER: dict[str, Any] = {
+    "marker": "*", "s": 160, "edgecolors": "black", "linewidths": 0.6, "zorder": 5
+}
 
 
 class EpochLike(Protocol):
@@ -74,7 +76,10 @@ def pixel_size(figure: Figure) -> tuple[int, int]:
     return round(width), round(height)
 
 
-def _colour(index: int) -> str | tuple[float, float, float, float]:
+Colour = str | tuple[float, float, float, float]  # a matplotlib colour
+
+
+def _colour(index: int) -> Colour:
     """A colour per job, all distinct: matplotlib's ten defaults, then tab20's ten lighter
     shades, then hues spread by the golden ratio (a study with repeats can have many jobs)."""
     if index < 10:
@@ -124,7 +129,7 @@ def _log_scale_if_spiky(loss_ax: Axes, curves: Sequence[Curve]) -> None:
         loss_ax.set_ylabel(_("cross-entropy loss (log scale)"))
 
 
-def _plot_curve(loss_ax: Axes, acc_ax: Axes, curve: Curve, colour: str) -> None:
+def _plot_curve(loss_ax: Axes, acc_ax: Axes, curve: Curve, colour: Colour) -> None:
     epochs = _sorted(curve.epochs)
     x = [m.epoch for m in epochs]
     loss_ax.plot(x, [m.train_loss for m in epochs], ls="--", color=colour, label="_train")
@@ -158,7 +163,7 @@ def _curve_legends(figure: Figure, acc_ax: Axes, curves: Sequence[Curve]) -> Non
     figure.legend(handles=jobs, loc="outside lower center", ncols=min(len(jobs), 4), fontsize=9)
 
 
-def _star() -> dict[str, object]:
+def _star() -> dict[str, Any]:
     return {"marker": "*", "markersize": 11, "markeredgecolor": "black"}
 
 

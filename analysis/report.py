@@ -7,7 +7,7 @@ The tables come from `analysis.renderers`, the same ones GET /compare?format=md 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -456,7 +456,7 @@ def curves_alt(label: str) -> str:
 def model_summary_table(group: GroupSummary) -> str:
     reference = REFERENCE_STUDY.get(group.architecture) if not group.explicit_options else None
     s = group.stats
-    values = [
+    values: list[tuple[str, str, str, Callable[..., str] | None]] = [
         (
             N_("best validation accuracy"),
             stat_percent(s["best_val_accuracy"]),
@@ -687,7 +687,7 @@ def tradeoff_points(groups: Sequence[GroupSummary], accuracy: str = "best_val_ac
             label=g.label,
             accuracy=g.stats[accuracy].mean,
             accuracy_std=g.stats[accuracy].std,
-            parameters=g.stats["num_parameters"].mean,
+            parameters=_whole(g.stats["num_parameters"].mean),
             gflops=g.stats["gflops"].mean,
             epoch_seconds=g.stats[time_field].mean,
             latency_ms=g.stats["inference_ms"].mean,
@@ -832,3 +832,7 @@ def _jobs_section(comparison: Comparison) -> str:
             ),
         ]
     )
+
+
+def _whole(value: float | None) -> int | None:
+    return None if value is None else round(value)

@@ -38,7 +38,7 @@ def excerpt(reference: str) -> Excerpt:
     package, _, file_name = relative.partition("/")
     source = (package_dir(package) / file_name).read_text(encoding="utf-8")
     node = _find(ast.parse(source), name.split("."))
-    if node is None:
+    if not isinstance(node, ast.stmt):
         raise LookupError(f"{name} not found in {relative}")
     first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
     lines = source.splitlines()[first - 1 : node.end_lineno]

@@ -12,7 +12,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any, cast, get_args
 
 import typer
 from pydantic.fields import FieldInfo
@@ -40,6 +40,7 @@ from core.specs import (
 
 if TYPE_CHECKING:  # the engine imports torch; load it only when a run starts
     from workers.engine import BatchProgress, RunInfo, RunResult
+    from workers.engine.callbacks import TrainingCallback
 
 console = Console()
 errors = Console(stderr=True)
@@ -64,6 +65,7 @@ def _metavar(field: FieldInfo) -> str:
 def _hyperparameter_options() -> list[inspect.Parameter]:
     """One keyword parameter (hence one typer option) per Hyperparameters field."""
     parameters = []
+    annotation: Any  # an Annotated[...] type, built per field
     for name, field in Hyperparameters.model_fields.items():
         flag = "--" + name.replace("_", "-")
         if field.annotation is bool:
@@ -129,7 +131,7 @@ def run_train(
             hyperparameters=resolve_hyperparameters(preset,
                                                     hyperparameter_overrides(hyperparameters)))
         with _interrupt_cancels() as stop, ProgressDisplay(stop) as display:
-            result = train(spec, data, out, callbacks=[display],
+            result = train(spec, data, out, callbacks=[cast("TrainingCallback", display)],
                            cache_dir=cache_dir or get_settings().cache_dir)
     except (SpecError, DatasetError, ValueError, OSError) as exc:
         # ModelConfigError and BundleError are ValueErrors too; all name what to fix, and an

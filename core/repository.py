@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import CursorResult, Executable, func, or_, select, update
 from sqlalchemy.orm import Session, defer
 
 from core.errors import NotFound
@@ -27,6 +27,12 @@ from core.tables import (
     ServingGeneration,
     utcnow,
 )
+
+
+def rows_changed(session: Session, statement: Executable) -> int:
+    """Run an UPDATE or DELETE and say how many rows it changed (compare-and-set checks)."""
+    result = cast(CursorResult[Any], session.execute(statement))
+    return result.rowcount
 
 
 def get_dataset(*, session: Session, dataset_id: int) -> Dataset | None:
@@ -202,8 +208,7 @@ def hold_lease(*, session: Session, job_id: int, lease: int) -> bool:
         .values(heartbeat_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    session.flush()
-    return result.rowcount == 1
+    return changed == 1
 
 
 def heartbeat(*, session: Session, job_id: int, lease: int) -> bool:
@@ -288,8 +293,7 @@ def fail_if_exhausted(
         .values(worker=None, **_exhausted(job.attempts, lost_attempt_cause(job)))
         .execution_options(synchronize_session=False)
     )
-    session.flush()
-    return result.rowcount == 1
+    return changed == 1
 
 
 def release_job(

@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -40,6 +40,7 @@ from core.job_factory import CanonicalOptions, JobRequest, create_jobs, validate
 from core.queue import queue_for_device
 from core.search_spec import SearchRequest, fixed_hyperparameters, normalised_space
 from core.search_spec import sampled_hyperparameters as sampled
+from core.specs import ArchitectureSpec
 from core.tables import EpochMetric, Job, JobStatus, Search, SearchStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def is_sqlite(database_url: str) -> bool:
     return make_url(database_url).get_backend_name() == "sqlite"
 
 
-def direction(objective: str) -> str:
+def direction(objective: str) -> Literal["minimize", "maximize"]:
     return "minimize" if objective == "val_loss" else "maximize"
 
 
@@ -177,10 +178,11 @@ def _create_next_trial(database_url: str, search_id: int,
         if slot >= search.n_trials or active >= search.max_parallel:
             return "full"
         # Compare-and-set on the counter: of two processes filling at once, one takes the slot.
-        claimed = session.execute(
+        claimed = repo.rows_changed(
+            session,
             update(Search).where(Search.id == search_id, Search.trials_created == slot)
             .values(trials_created=slot + 1).execution_options(synchronize_session=False))
-        if claimed.rowcount != 1:
+        if claimed != 1:
             return "retry"
         study = load_study(database_url, search, slot)
         trial = study.ask()
@@ -192,8 +194,9 @@ def _create_next_trial(database_url: str, search_id: int,
             return "retry"
         try:
             request = JobRequest(dataset_id=search.dataset_id,
-                                 architecture={"name": search.architecture,
-                                               "options": search.architecture_options},
+                                 architecture=ArchitectureSpec(
+                                     name=search.architecture,
+                                     options=search.architecture_options),
                                  preset=search.preset, hyperparameters=hyper.model_dump())
             [job] = create_jobs(session=session, request=request,
                                 canonical_options=canonical_options, queue=search.queue,
@@ -314,7 +317,7 @@ def search_summary(*, session: Session, database_url: str, search: Search) -> di
     best = None
     if complete:
         pick = min if search.objective == "val_loss" else max
-        best = pick(complete, key=lambda t: t["value"])
+        best = pick(complete, key=lambda t: cast(float, t["value"]))  # complete: a number
     return {"trials": trials, "best_trial": best, "importances": importances(study)}
 
 

@@ -8,7 +8,7 @@ also what the database stores and the API returns.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from annotated_types import Ge, Le
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -252,7 +252,21 @@ def epoch_score(val_accuracy: float, val_loss: float) -> tuple[float, float]:
     return (val_accuracy, -val_loss)
 
 
-def best_epoch(epochs: Iterable[EpochMetrics]) -> EpochMetrics | None:
+class ScoredEpoch(Protocol):
+    """Anything with an epoch's number and validation scores (EpochMetrics, a stored row)."""
+
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def val_accuracy(self) -> float: ...
+    @property
+    def val_loss(self) -> float: ...
+
+
+E = TypeVar("E", bound=ScoredEpoch)
+
+
+def best_epoch(epochs: Iterable[E]) -> E | None:
     """The best-scoring epoch; of equal scores the earliest (the first to reach it)."""
     return max(
         epochs, key=lambda m: (*epoch_score(m.val_accuracy, m.val_loss), -m.epoch), default=None

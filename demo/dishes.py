@@ -41,7 +41,7 @@ def _blob(rng: np.random.Generator, centre: Point, radius: float, roughness: flo
     return list(zip(xs.tolist(), ys.tolist(), strict=True))
 
 
-def _ellipse(draw: ImageDraw.ImageDraw, centre: Point, rx: float, ry: float, fill: RGB,
+def _ellipse(draw: ImageDraw.ImageDraw, centre: Point, rx: float, ry: float, fill: RGB | None,
              outline: RGB | None = None, width: int = 1) -> None:
     x, y = centre
     draw.ellipse((x - rx, y - ry, x + rx, y + ry), fill=fill, outline=outline, width=width)
@@ -55,7 +55,7 @@ def _around(rng: np.random.Generator, centre: Point, radius: float) -> Point:
 
 def _plate(draw: ImageDraw.ImageDraw, rng: np.random.Generator, c: Point, r: float) -> None:
     colour = _shade(rng, [(240, 240, 235), (235, 225, 200), (200, 220, 235)][rng.integers(3)])
-    rim = tuple(int(v * 0.85) for v in colour)
+    rim = (int(colour[0] * 0.85), int(colour[1] * 0.85), int(colour[2] * 0.85))
     _ellipse(draw, c, r, r, fill=rim)
     _ellipse(draw, c, r * 0.82, r * 0.82, fill=colour)
 

@@ -169,7 +169,7 @@ def save_bundle(
     arch = _validated(path, Architecture, architecture, "architecture")
     # The weights are in the bundle; a checkpoint path would not exist where it is served.
     arch["options"].pop("pretrained_weights", None)
-    payload = {
+    payload: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
         "architecture": arch,

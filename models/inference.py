@@ -39,7 +39,7 @@ def inference_dtype(precision: Precision) -> torch.dtype:
 def prepare_for_inference(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """A copy ready to serve: batch norms folded, weights in `dtype`, channels-last layout."""
     folded = fold_batch_norms(model.eval())
-    return folded.to(dtype=dtype, memory_format=torch.channels_last)
+    return folded.to(dtype=dtype).to(memory_format=torch.channels_last)
 
 
 def fold_batch_norms(model: nn.Module) -> nn.Module:

@@ -7,6 +7,7 @@ whichever one it was given with `create_attn(attn_layer, channels)`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -60,7 +61,7 @@ class EcaModule(nn.Module):
 ATTN_LAYERS: dict[str, type[nn.Module] | None] = {"none": None, "se": SEModule, "eca": EcaModule}
 
 # Option value -> activation class. GELU has no inplace variant.
-ACT_LAYERS: dict[str, type[nn.Module] | partial[nn.Module]] = {
+ACT_LAYERS: dict[str, Callable[..., nn.Module]] = {
     "relu": partial(nn.ReLU, inplace=True),
     "silu": partial(nn.SiLU, inplace=True),
     "gelu": nn.GELU,

@@ -183,7 +183,7 @@ def build_model(name: str, num_classes: int, **options: Any) -> nn.Module:
         dropout=opts.dropout,
         zero_init_residual=opts.zero_init_residual,
     )
-    if state is not None:
+    if state is not None and path is not None:
         logger.info("%s", apply_state_dict(model, state, path))
     return model
 

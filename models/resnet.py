@@ -9,6 +9,7 @@ designs load too.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -66,7 +67,7 @@ class BasicBlock(nn.Module):
         In a pre-activation block bn2 is followed by act and conv2; act(0) = 0 for every
         allowed activation and beta is 0 at init, so the branch still starts as zero.
         """
-        nn.init.zeros_(self.bn2.weight)
+        nn.init.zeros_(cast(nn.BatchNorm2d, self.bn2).weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))

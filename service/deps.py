@@ -67,7 +67,8 @@ DatasetDep = Annotated[Dataset, Depends(dataset_or_404)]
 
 async def get_model_server(request: Request) -> ModelServer:
     """The app's model server, built in its lifespan (`service.app`)."""
-    return request.app.state.model_server  # type: ignore[no-any-return]
+    server: ModelServer = request.app.state.model_server
+    return server
 
 
 ModelServerDep = Annotated[ModelServer, Depends(get_model_server)]

@@ -4,7 +4,7 @@ put more than the limit on disk, and nothing is written before the token was che
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +47,8 @@ class _FileToDisk(MultiPartParser):
         if upload is not None:
             upload.file.close()  # the spooled temporary file: nothing was written to it yet
             upload.file = self.target.open("w+b")
-            self._files_to_close_on_error.append(upload.file)
+            # Starlette types the list as its spooled files; it only ever calls close().
+            self._files_to_close_on_error.append(upload.file)  # type: ignore[arg-type]
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._current_part.file is not None:
@@ -57,7 +58,9 @@ class _FileToDisk(MultiPartParser):
         super().on_part_data(data, start, end)
 
 
-async def _capped(chunks: AsyncIterator[bytes], limit: int, field: str) -> AsyncIterator[bytes]:
+async def _capped(
+    chunks: AsyncIterator[bytes], limit: int, field: str
+) -> AsyncGenerator[bytes, None]:
     received = 0
     async for chunk in chunks:
         received += len(chunk)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse
@@ -23,7 +23,9 @@ router = APIRouter(prefix="/compare", tags=["experiments"])
 jobs_router = APIRouter(prefix="/jobs", tags=["experiments"])
 
 MAX_JOBS = 50
-PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
+PNG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "a PNG image"}
+}
 
 # Ids of up to 18 digits stay below the largest row id (2**63 - 1), so the pattern alone
 # says which values are valid; the count is checked after duplicates are dropped.

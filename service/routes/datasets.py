@@ -137,7 +137,9 @@ def delete_dataset(dataset: DatasetDep, session: SessionDep, settings: SettingsD
     return Response(status_code=204)
 
 
-JPEG = {200: {"content": {"image/jpeg": {}}, "description": "a JPEG image"}}
+JPEG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/jpeg": {}}, "description": "a JPEG image"}
+}
 
 
 @router.get("/{dataset_id}/thumbnails/{class_index}/{index}", response_class=FileResponse,

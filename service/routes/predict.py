@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -206,7 +206,7 @@ async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
     return uploads
 
 
-async def _capped(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+async def _capped(chunks: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
     # Checked while streaming: a body without (or lying about) Content-Length is cut short too.
     received = 0
     async for chunk in chunks:
@@ -217,7 +217,7 @@ async def _capped(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[byt
 
 
 async def _collect(items: list[tuple[str, str | UploadFile]]) -> list[Upload]:
-    uploads = []
+    uploads: list[Upload] = []
     for name, value in items:
         if not isinstance(value, UploadFile):
             raise BadRequest(

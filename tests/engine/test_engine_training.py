@@ -147,6 +147,7 @@ def test_the_gpu_code_path_runs_on_the_cpu(easy_data: Path, tmp_path: Path, runs
     assert [p.batch for p in recorder.of("batch")] == [2]
 
 
+@pytest.mark.slow
 def test_compiled_model_trains_and_saves_plain_weights(easy_data: Path, tmp_path: Path,
                                                         runs: Path):
     """torch.compile (about a minute of compiling on 2 cores): checkpoints and bundle carry the

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import torch
 
@@ -49,7 +49,7 @@ def save_checkpoint(path: Path, state: dict[str, Any], kind: CheckpointKind,
                     epoch: int) -> CheckpointEvent:
     with atomic_write(path) as handle:
         writer = _HashingWriter(handle)
-        torch.save(state, writer)
+        torch.save(state, cast(BinaryIO, writer))  # torch.save only calls write()
     return CheckpointEvent(kind, path, epoch, writer.size, writer.digest.hexdigest())
 
 
@@ -87,7 +87,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -242,7 +242,7 @@ def _training_objects(model: nn.Module, spec: TrainSpec, runtime: Runtime,
     if hp.ema_epochs is not None:
         ema = WeightEma(model, ema_decay(hp.ema_epochs, steps_per_epoch))
     return TrainStep(
-        model=torch.compile(model) if hp.compile else model,
+        model=cast(nn.Module, torch.compile(model)) if hp.compile else model,
         base_model=model,
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, hp, steps_per_epoch),
@@ -349,7 +349,7 @@ def score_test(spec: TrainSpec, prepared: PreparedData, best_epoch: int, out_dir
             return stored
     model = _build(spec, len(prepared.class_names), weights=best_weights(out_dir / BEST))
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    model = model.to(runtime.device, memory_format=memory_format)
+    model = model.to(runtime.device).to(memory_format=memory_format)
     hp = spec.hyperparameters
     transform = BatchTransform(image_size=hp.image_size, augmentation="none", mean=IMAGENET_MEAN,
                                std=IMAGENET_STD, device=runtime.device,
