@@ -4,15 +4,22 @@ put more than the limit on disk, and nothing is written before the token was che
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from core.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from core.errors import (
+    BadRequest,
+    InvalidInput,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    UserError,
+)
 
 # Room for the multipart boundaries, part headers and small fields around the file itself.
 FRAMING_ALLOWANCE = 16 * 1024
@@ -36,7 +43,10 @@ class _FileToDisk(MultiPartParser):
 
     def __init__(self, request: Request, target: Path, limit: int, field: str) -> None:
         super().__init__(
-            request.headers, _capped(request.stream(), limit, field), max_files=1, max_fields=8
+            request.headers,
+            capped(request.stream(), limit + FRAMING_ALLOWANCE, lambda: too_large(limit, field)),
+            max_files=1,
+            max_fields=8,
         )
         self.target, self.limit, self.field = target, limit, field
         self.received = 0
@@ -58,15 +68,26 @@ class _FileToDisk(MultiPartParser):
         super().on_part_data(data, start, end)
 
 
-async def _capped(
-    chunks: AsyncIterator[bytes], limit: int, field: str
+async def capped(
+    chunks: AsyncIterator[bytes], max_bytes: int, refuse: Callable[[], UserError]
 ) -> AsyncGenerator[bytes, None]:
+    """The chunks, cut off with `refuse()` once more than `max_bytes` arrived: checked while
+    streaming, so a body without (or lying about) its Content-Length is cut short too."""
     received = 0
     async for chunk in chunks:
         received += len(chunk)
-        if received > limit + FRAMING_ALLOWANCE:
-            raise too_large(limit, field)
+        if received > max_bytes:
+            raise refuse()
         yield chunk
+
+
+def multipart_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """The OpenAPI request body of a multipart form (`openapi_extra` of a route that parses
+    its own body, so that the document still says what to send)."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+    }
 
 
 async def receive_file(request: Request, folder: Path, *, field: str, limit: int) -> ReceivedFile:

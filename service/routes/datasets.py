@@ -22,32 +22,22 @@ from core.tables import Dataset
 from core.thumbnails import thumbnail
 from service.deps import DatasetDep, SessionDep, SettingsDep, TokenDep
 from service.schemas import DatasetPublic, DatasetRegister, DatasetsPublic
-from service.uploads import receive_file
+from service.uploads import multipart_body, receive_file
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
-UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": ".zip of <class>/<image> folders",
-                        },
-                        "name": {"type": "string", "maxLength": 200},
-                    },
-                }
-            }
+UPLOAD_BODY = multipart_body(
+    {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": ".zip of <class>/<image> folders",
         },
-    }
-}
+        "name": {"type": "string", "maxLength": 200},
+    },
+    required=["file"],
+)
 
 
 @router.post("", status_code=201, response_model=DatasetPublic, dependencies=[TokenDep],

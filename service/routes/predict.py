@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 import torch
@@ -36,6 +35,7 @@ from service.bundle_cache import LoadedBundle
 from service.deps import ModelServerDep, SettingsDep
 from service.model_server import ModelServer
 from service.routes.models import DatasetQuery, ServingModelPublic
+from service.uploads import capped, multipart_body
 
 router = APIRouter(prefix="/predict", tags=["predict"])
 
@@ -44,26 +44,16 @@ FORMATS = ("JPEG", "PNG", "WEBP")  # the only decoders Pillow may try on an uplo
 # Room for multipart boundaries and part headers on top of the image bytes themselves.
 FRAMING_ALLOWANCE = 64 * 1024
 
-UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": [FIELD],
-                    "properties": {
-                        FIELD: {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                            "description": "JPEG, PNG or WebP images, classified as one batch",
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
+UPLOAD_BODY = multipart_body(
+    {
+        FIELD: {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "JPEG, PNG or WebP images, classified as one batch",
+        }
+    },
+    required=[FIELD],
+)
 
 
 class ClassProbability(BaseModel):
@@ -181,7 +171,7 @@ async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
         raise _too_large(int(declared), limit)
     parser = MultiPartParser(
         request.headers,
-        _capped(request.stream(), limit),
+        capped(request.stream(), limit + FRAMING_ALLOWANCE, lambda: _too_large(None, limit)),
         max_files=settings.max_predict_files,
         max_fields=16,
     )
@@ -204,16 +194,6 @@ async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
     if total > limit:
         raise _too_large(total, limit)
     return uploads
-
-
-async def _capped(chunks: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
-    # Checked while streaming: a body without (or lying about) Content-Length is cut short too.
-    received = 0
-    async for chunk in chunks:
-        received += len(chunk)
-        if received > limit + FRAMING_ALLOWANCE:
-            raise _too_large(None, limit)
-        yield chunk
 
 
 async def _collect(items: list[tuple[str, str | UploadFile]]) -> list[Upload]:
