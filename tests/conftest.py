@@ -1,4 +1,5 @@
-"""Fixtures shared by every test folder: small generated datasets (never real photos)."""
+"""Fixtures shared by every test folder: small generated datasets (never real photos), and
+those of tests/support.py (settings, PostgreSQL, Redis, worker processes)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from demo.dishes import write_dataset, write_dataset_zip
+from tests.support import postgres_url, redis_url, settings, start_worker
+
+__all__ = ["postgres_url", "redis_url", "settings", "start_worker"]  # fixtures, for every folder
 
 
 @pytest.fixture(scope="session")

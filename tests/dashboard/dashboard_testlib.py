@@ -8,14 +8,14 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request
+
+from tests.support import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; never a downloaded browser
@@ -84,18 +84,6 @@ class Server:
         what = f"job {job_id} to be {' or '.join(sorted(statuses))}"
         return wait_until(lambda: (job := self.job(job_id))["status"] in statuses and job,
                           timeout, what, [self.log])
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str,
-               logs: list[Path] = ()) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    tails = "\n".join(f"--- {log}\n{log.read_text()[-3000:]}" for log in logs if log.exists())
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tails}")
 
 
 def launch_chromium(playwright: Playwright) -> Browser:

@@ -12,18 +12,14 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from core.settings import Settings
 from core.tables import Dataset
-from service.app import create_app
-from service.deps import current_settings
+from tests.support import client_for, make_settings
 
 
 @pytest.fixture
 def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app()
-    settings = Settings(home=tmp_path / "home", database_url=db_url)
-    app.dependency_overrides[current_settings] = lambda: settings
-    yield TestClient(app)
+    with client_for(make_settings(tmp_path / "home", database_url=db_url)) as test_client:
+        yield test_client
 
 
 def png_size(response) -> tuple[int, int]:

@@ -1,145 +1,17 @@
-"""Settings, an in-process API client, and real PostgreSQL / Redis / Celery worker processes."""
+"""The service tests' client; settings, databases and workers come from tests/support.py."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
-import psycopg
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
-from core.migrate import upgrade
 from core.settings import Settings
-from service.app import create_app
-from service.deps import current_settings
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS_HOST = "redis://127.0.0.1:6379"
-REPO = Path(__file__).resolve().parents[2]
-
-
-def make_settings(home: Path, **overrides: object) -> Settings:
-    return Settings(home=home, **overrides)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Embedded defaults: SQLite and the filesystem broker inside a temporary FOODLAB_HOME."""
-    embedded = make_settings(tmp_path / "home")
-    upgrade(embedded.database)
-    return embedded
-
-
-def client_for(settings: Settings) -> TestClient:
-    app = create_app()
-    app.dependency_overrides[current_settings] = lambda: settings
-    return TestClient(app)
+from tests.support import client_for
 
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     with client_for(settings) as test_client:
         yield test_client
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the machine's PostgreSQL, dropped afterwards."""
-    name = f"foodlab_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    from core.db import get_engine
-
-    get_engine.cache_clear()  # engines hold pooled connections that would block DROP
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A Redis database number of its own, emptied before and after."""
-    index = 1 + uuid.uuid4().int % 15
-    url = f"{REDIS_HOST}/{index}"
-    connection = redis.Redis.from_url(url)
-    connection.flushdb()
-    yield url
-    connection.flushdb()
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        FOODLAB_HOME=str(settings.home),
-        FOODLAB_HEARTBEAT_SECONDS=str(settings.heartbeat_seconds),
-        FOODLAB_STALE_AFTER_SECONDS=str(settings.stale_after_seconds),
-        FOODLAB_WORKER_DEVICE="cpu",
-        OMP_NUM_THREADS="1",
-        PYTHONUNBUFFERED="1",
-    )
-    for key, value in (("FOODLAB_DATABASE_URL", settings.database_url),
-                       ("FOODLAB_BROKER_URL", settings.broker_url)):
-        if value:
-            env[key] = value
-        else:
-            env.pop(key, None)
-    return env
-
-
-class Worker:
-    """A real `celery worker` process in its own process group, so kill -9 takes all of it."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        command = [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "--pool",
-                   "solo", "-Q", "cpu", "--loglevel", "INFO", "--without-gossip",
-                   "--without-mingle", "--without-heartbeat", "-n", f"w{uuid.uuid4().hex[:6]}@%h"]
-        self.log = log
-        self.process = subprocess.Popen(command, cwd=REPO, env=worker_env(settings),
-                                        stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-
-    def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-@pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], Worker]]:
-    workers: list[Worker] = []
-
-    def start(settings: Settings) -> Worker:
-        worker = Worker(settings, tmp_path / f"worker-{len(workers)}.log")
-        workers.append(worker)
-        return worker
-
-    yield start
-    for worker in workers:
-        worker.stop()
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str,
-               logs: list[Path] = ()) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    tails = "\n".join(f"--- {log}\n{log.read_text()[-3000:]}" for log in logs if log.exists())
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tails}")

@@ -13,7 +13,7 @@ from core import repository as repo
 from core.db import session_scope
 from core.settings import Settings
 from core.specs import EpochMetrics
-from tests.service.conftest import client_for, make_settings
+from tests.support import client_for, make_settings
 
 
 def upload(client: TestClient, data: bytes, name: str = "dishes.zip", **headers: str):

@@ -13,8 +13,8 @@ from PIL import Image
 
 from core.migrate import upgrade
 from core.settings import Settings
-from tests.service.conftest import client_for, make_settings
 from tests.service.malformed_zips import MALFORMED, jpeg_bytes
+from tests.support import client_for, make_settings
 
 EXPECTED_WORDS = {
     "file then folder": "both a file and a folder",

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from core.migrate import upgrade
 from core.settings import Settings
 from core.storage import sha256_of
-from tests.service.conftest import Worker, client_for, make_settings, wait_until
+from tests.support import Worker, client_for, make_settings, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -24,9 +24,10 @@ from core.db import get_engine, open_session, refresh_statistics
 from core.migrate import upgrade
 from core.settings import Settings
 from core.tables import Job, JobStatus
+from tests.support import PG_ADMIN
 
 JOBS = 10_000
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
 
 
 def seeded(url: str) -> str:

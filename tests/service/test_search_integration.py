@@ -15,7 +15,7 @@ from core.migrate import upgrade
 from core.search import optuna_storage
 from core.settings import Settings
 from core.tables import EpochMetric, Job
-from tests.service.conftest import Worker, client_for, make_settings, wait_until
+from tests.support import Worker, client_for, make_settings, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""Serving fixtures: tiny 32x32 ResNet-34 bundles, job rows pointing at them, an API client."""
+"""Serving fixtures: tiny 32x32 ResNet-34 bundles, job rows pointing at them, an API client
+(settings and the client factory come from tests/support.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,9 @@ from serving_testlib import CLASSES_A, CLASSES_B, Catalog, write_bundle
 from sqlalchemy.orm import Session
 
 from core.db import open_session
-from core.migrate import upgrade
 from core.settings import Settings
-from service.app import create_app
-from service.deps import current_settings, get_model_server
 from service.model_server import ModelServer
+from tests.support import client_for
 
 torch.set_num_threads(1)  # the machine's cores are shared; tiny models need no more
 
@@ -35,30 +34,6 @@ def bundle_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def shared_server() -> ModelServer:
     # Shared across tests so each bundle is loaded once; keys are per file, so this is safe.
     return ModelServer(cache_size=8)
-
-
-def make_settings(home: Path, **overrides: object) -> Settings:
-    settings = Settings(home=home, **overrides)  # type: ignore[arg-type]
-    upgrade(settings.database)
-    return settings
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "settings(**overrides): Settings fields for this test")
-
-
-@pytest.fixture
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    marker = request.node.get_closest_marker("settings")
-    return make_settings(tmp_path / "home", **(marker.kwargs if marker else {}))
-
-
-def client_for(settings: Settings, server: ModelServer | None) -> TestClient:
-    app = create_app()
-    app.dependency_overrides[current_settings] = lambda: settings
-    if server is not None:
-        app.dependency_overrides[get_model_server] = lambda: server
-    return TestClient(app)
 
 
 @pytest.fixture
