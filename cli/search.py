@@ -118,8 +118,11 @@ def search(
         _fail("give --data DIR or --dataset-id N (one of them)", 2)
     try:
         with open_backend(local, device, url, token) as backend:
+            if dataset_id is None:
+                assert data is not None  # one of the two, checked above
+                dataset_id = backend.register_dataset(data)
             body = {
-                "dataset_id": dataset_id or backend.register_dataset(data),
+                "dataset_id": dataset_id,
                 "architecture": {"name": arch, "options": _pairs(option, "--option")},
                 "preset": preset, "hyperparameters": _pairs(fixed, "--set"),
                 "space": _space(space), "n_trials": trials, "max_parallel": parallel,

@@ -29,7 +29,7 @@ from analysis.study import (
     submit_study,
     unsuccessful_jobs,
 )
-from analysis.tuning import TUNED_TITLE, job_labels, tune, tuning_rows
+from analysis.tuning import TUNED_TITLE, SearchBackend, job_labels, tune, tuning_rows
 from analysis.writer import FORMATS, TEMPLATES, ReportStyle, write_report
 from cli.api_client import DEFAULT_URL, make_client
 from cli.study_local import LocalBackend
@@ -79,8 +79,8 @@ def run_study(
     return report
 
 
-def run_tuned_study(backend: Backend, plan: StudyPlan, data: Path, n_trials: int, out: Path,
-                    command: str, style: ReportStyle,
+def run_tuned_study(backend: SearchBackend, plan: StudyPlan, data: Path, n_trials: int,
+                    out: Path, command: str, style: ReportStyle,
                     sleep: Callable[[float], None] = time.sleep) -> Path:
     """`--tune N`: a search per architecture, then its best and its untuned preset trained
     with the study's seeds; the report compares the tuned runs and shows tuned vs untuned."""
@@ -242,8 +242,10 @@ def study(
                 report = run_study(backend, {job_id: f"job {job_id}" for job_id in job_ids},
                                    out, command, style)
             elif tune is not None:
+                assert data is not None  # checked above: a study without --jobs needs --data
                 report = run_tuned_study(backend, plan, data, tune, out, command, style)
             else:
+                assert data is not None
                 report = run_study(backend, submit_study(backend, plan, data), out, command,
                                    style)
     except StudyError as exc:
@@ -278,7 +280,9 @@ def _plan(
 
 
 @contextmanager
-def open_backend(local: bool, device: str | None, url: str, token: str | None) -> Iterator[Backend]:
+def open_backend(
+    local: bool, device: str | None, url: str, token: str | None
+) -> Iterator[SearchBackend]:
     """This process's database with --local, else the service at `url`."""
     if local:
         yield LocalBackend(device)

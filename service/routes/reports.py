@@ -8,7 +8,7 @@ import tempfile
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
@@ -21,7 +21,7 @@ from service.routes.compare import JobsQuery, parse_job_ids
 
 router = APIRouter(prefix="/compare", tags=["experiments"])
 
-FILES = {
+FILES: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"application/pdf": {}, "application/zip": {}},
         "description": "report.pdf, or a zip of report.md and its PNG figures",
