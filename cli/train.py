@@ -128,8 +128,9 @@ def run_train(
         spec = TrainSpec(
             architecture=ArchitectureSpec(name=arch,
                                           options=parse_architecture_options(option or [])),
-            hyperparameters=resolve_hyperparameters(preset,
-                                                    hyperparameter_overrides(hyperparameters)))
+            hyperparameters=resolve_hyperparameters(
+                preset, hyperparameter_overrides(hyperparameters), from_text=True
+            ))
         with _interrupt_cancels() as stop, ProgressDisplay(stop) as display:
             result = train(spec, data, out, callbacks=[cast("TrainingCallback", display)],
                            cache_dir=cache_dir or get_settings().cache_dir)

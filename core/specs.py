@@ -137,18 +137,19 @@ DEFAULT_PRESET = "reference"
 
 
 def resolve_hyperparameters(
-    preset: str | None = None, overrides: dict[str, Any] | None = None
+    preset: str | None = None, overrides: dict[str, Any] | None = None, *, from_text: bool = False
 ) -> Hyperparameters:
     """Start from a named preset (default: reference) and apply overrides, validated together.
 
-    Raises SpecError naming the first bad field.
+    `from_text`: the overrides are command-line strings ("2", "0.01", "true"), converted by the
+    same field types; JSON from the API stays strict. Raises SpecError naming the first bad field.
     """
     name = preset or DEFAULT_PRESET
     if name not in PRESETS:
         raise SpecError("preset", f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
     merged = PRESETS[name].model_dump() | dict(overrides or {})
     try:
-        return Hyperparameters.model_validate(merged)
+        return Hyperparameters.model_validate(merged, strict=not from_text)
     except ValidationError as exc:
         raise from_validation_error(exc, prefix="hyperparameters") from None
 
