@@ -202,12 +202,14 @@ def hold_lease(*, session: Session, job_id: int, lease: int) -> bool:
     row, so a competing claim either commits first (and this returns False) or waits and then
     sees a fresh heartbeat.
     """
-    result = session.execute(
+    changed = rows_changed(
+        session,
         update(Job)
         .where(Job.id == job_id, Job.lease == lease, Job.status == JobStatus.running)
         .values(heartbeat_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+    session.flush()
     return changed == 1
 
 
@@ -257,7 +259,8 @@ def requeue_if_stale(
         values = _exhausted(job.attempts, cause)
     else:
         values = {"status": JobStatus.queued, "last_failure": cause, "enqueued_at": None}
-    result = session.execute(
+    changed = rows_changed(
+        session,
         update(Job)
         .where(Job.id == job_id, Job.lease == job.lease, Job.status == JobStatus.running,
                Job.heartbeat_at < cutoff)
@@ -265,7 +268,7 @@ def requeue_if_stale(
         .execution_options(synchronize_session=False)
     )
     session.flush()
-    return values["status"] if result.rowcount == 1 else None
+    return values["status"] if changed == 1 else None
 
 
 def _exhausted(attempts: int, cause: str) -> dict[str, Any]:
@@ -287,12 +290,14 @@ def fail_if_exhausted(
     )
     if job is None:
         return False
-    result = session.execute(
+    changed = rows_changed(
+        session,
         update(Job)
         .where(Job.id == job_id, Job.lease == job.lease, _claimable(stale_after))
         .values(worker=None, **_exhausted(job.attempts, lost_attempt_cause(job)))
         .execution_options(synchronize_session=False)
     )
+    session.flush()
     return changed == 1
 
 
@@ -303,7 +308,8 @@ def release_job(
     last checkpoint. A shutdown is not the job's fault and does not count as an attempt (the
     lease still grows at the next claim); a lost DataLoader process does, like a lost worker."""
     attempts = Job.attempts if counts_as_attempt else Job.attempts - 1
-    result = session.execute(
+    changed = rows_changed(
+        session,
         update(Job)
         .where(Job.id == job_id, Job.lease == lease, Job.status == JobStatus.running)
         .values(status=JobStatus.queued, worker=None, heartbeat_at=None, eta_seconds=None,
@@ -311,7 +317,7 @@ def release_job(
         .execution_options(synchronize_session=False)
     )
     session.flush()
-    return result.rowcount == 1
+    return changed == 1
 
 
 def unsent_jobs(*, session: Session, resend_after: float, skip_queues: Sequence[str] = ()
@@ -422,13 +428,14 @@ def finish_job(
     query = update(Job).where(Job.id == job_id)
     if lease is not None:
         query = query.where(Job.lease == lease, Job.status == JobStatus.running)
-    result = session.execute(
+    changed = rows_changed(
+        session,
         query.values(status=status, finished_at=utcnow(), error_message=error,
                      error_traceback=traceback, eta_seconds=None, **done)
         .execution_options(synchronize_session=False)
     )
     session.flush()
-    return result.rowcount == 1
+    return changed == 1
 
 
 def _completed_progress(job_id: int) -> dict[str, Any]:

@@ -172,7 +172,7 @@ class ServingChoices:
         generation = serving_generation(session=session)
         if generation is None:  # no generation row (a database not migrated): nothing to trust
             return ChoicesView(self, session, None)
-        valid_for = (str(session.get_bind().url), generation)
+        valid_for = (str(session.get_bind().engine.url), generation)
         with self._lock:
             if valid_for != self._valid_for:
                 self._valid_for, self._values = valid_for, {}

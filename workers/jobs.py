@@ -344,13 +344,14 @@ def _record(settings: Settings, claim: Claim, outcome: Outcome) -> bool:
 def _record_once(settings: Settings, claim: Claim, outcome: Outcome) -> bool:
     with session_scope(settings.database) as session:
         if outcome.release is None:
+            assert outcome.status is not None  # an outcome either ends the job or releases it
             return repo.finish_job(session=session, job_id=claim.job_id, status=outcome.status,
                                    error=outcome.error, traceback=outcome.traceback,
                                    lease=claim.lease)
         released = repo.release_job(session=session, job_id=claim.job_id, lease=claim.lease,
                                     reason=outcome.release,
                                     counts_as_attempt=outcome.counts_as_attempt)
-        queue = repo.get_job(session=session, job_id=claim.job_id).queue
+        queue = repo.require_job(session=session, job_id=claim.job_id).queue
     if released:
         log.warning("job %s handed back to the queue: %s", claim.job_id, outcome.release)
         resend(settings, [(claim.job_id, queue)])
@@ -403,10 +404,11 @@ def _train(settings: Settings, claim: Claim, spec: TrainSpec, data: Path, beat: 
         if shutdown.warm.is_set() and not callback.cancel_seen:
             return Outcome(release="the worker shut down (warm); resumes from the last epoch")
         return Outcome(JobStatus.cancelled)
-    if result.test is not None:
+    test = result.test
+    if test is not None:
         fenced_write(settings, claim, "recording the test score", lambda session:
                      repo.record_test_metrics(session=session, job_id=claim.job_id,
-                                              metrics=result.test))
+                                              metrics=test))
     record_inference_latency(settings, claim, spec, len(result.class_names))
     return Outcome(JobStatus.succeeded)
 

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from core.settings import Settings
 from demo.dishes import DISHES, write_dataset_zip
-from tests.service.conftest import REPO, worker_env
+from tests.support import REPO, worker_env
 
 FOODLAB = Path(sys.executable).parent / "foodlab"
 

@@ -20,8 +20,8 @@ from core.db import session_scope
 from core.migrate import upgrade
 from core.settings import Settings
 from core.storage import job_dir, sha256_of
-from tests.service.conftest import client_for, make_settings, wait_until
 from tests.service.faults_testlib import FoodlabWorker, TcpProxy, submit_job, tiny_archive
+from tests.support import client_for, make_settings, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -97,8 +97,9 @@ def train(spec: TrainSpec, data: Path, out_dir: Path, *,
         start_epoch=len(history) + 1, device=runtime.describe(), precision=runtime.precision,
         num_parameters=num_parameters, gflops=gflops, history=list(history),
         test_size=len(prepared.test)))
-    if history:
-        recover_checkpoints(out_dir, _best_epoch(history), len(history), events)
+    resumed_best = best_epoch(history)
+    if resumed_best is not None:  # a resumed run
+        recover_checkpoints(out_dir, resumed_best.epoch, len(history), events)
     status, _ = _run_epochs(step, spec, prepared, history, out_dir, events)
 
     bundle = out_dir / BUNDLE
