@@ -4,11 +4,12 @@ rows and one repeat group; rows stored before in another form are normalised by 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, insert, select
+from sqlalchemy import MetaData, create_engine, insert, select
 
 import models
 from analysis.compare import build_comparison, load_records
@@ -18,7 +19,7 @@ from cli.study_remote import RemoteBackend
 from core.db import open_session
 from core.migrate import upgrade
 from core.settings import Settings, get_settings
-from core.tables import Dataset, Job
+from core.tables import Job
 
 # What a job's configuration is; ids, queues, group ids and timestamps may differ.
 CONFIGURATION = ("dataset_id", "architecture", "architecture_options", "hyperparameters",
@@ -83,14 +84,20 @@ def test_migration_normalises_rows_stored_before(tmp_path: Path) -> None:
         "plain34": {"residual": False, "act": "silu"},
         "resnet34": {},
     }
+    now = datetime.now(UTC).replace(tzinfo=None)
     with engine.begin() as connection:
-        dataset = connection.execute(insert(Dataset).values(
+        # The tables as revision 0001 made them (today's ORM classes have more columns).
+        tables = MetaData()
+        tables.reflect(connection)
+        dataset = connection.execute(insert(tables.tables["datasets"]).values(
             name="d", path="/d", source="folder", fingerprint="f", classes=["a", "b"],
-            counts={}, skipped=[], num_images=2)).inserted_primary_key[0]
+            counts={}, skipped=[], num_images=2, created_at=now)).inserted_primary_key[0]
         for architecture, options in stored.items():
-            connection.execute(insert(Job).values(
-                dataset_id=dataset, architecture=architecture, architecture_options=options,
-                hyperparameters={}, queue="cpu"))
+            connection.execute(insert(tables.tables["jobs"]).values(
+                dataset_id=dataset, status="succeeded", architecture=architecture,
+                architecture_options=options, hyperparameters={}, queue="cpu", repeat_index=0,
+                created_at=now, attempts=1, cancel_requested=False, progress_epoch=0,
+                progress_batch=0, progress_total_batches=0, progress_percent=0.0, run_info={}))
     upgrade(url)
     with engine.connect() as connection:
         found = dict(connection.execute(select(Job.architecture, Job.architecture_options)).all())
