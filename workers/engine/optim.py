@@ -32,13 +32,13 @@ def build_optimizer(model: nn.Module, hp: Hyperparameters, *,
     """`fused`: one kernel per step, which under float16 loss scaling also skips an overflowed
     step on the device (the unfused path asks the host, a sync per step)."""
     groups = parameter_groups(model, hp.weight_decay)
-    kwargs = {"fused": True} if fused else {}
+    kernel = True if fused else None  # None: torch's own default
     if hp.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
-                               **kwargs)
+                               fused=kernel)
     if hp.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=hp.lr, **kwargs)
-    return torch.optim.AdamW(groups, lr=hp.lr, **kwargs)
+        return torch.optim.Adam(groups, lr=hp.lr, fused=kernel)
+    return torch.optim.AdamW(groups, lr=hp.lr, fused=kernel)
 
 
 def warmup_steps(hp: Hyperparameters, steps_per_epoch: int) -> int:

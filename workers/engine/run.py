@@ -235,7 +235,7 @@ def _training_objects(model: nn.Module, spec: TrainSpec, runtime: Runtime,
                       train_size: int) -> TrainStep:
     hp = spec.hyperparameters
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    model = model.to(runtime.device, memory_format=memory_format)
+    model = model.to(runtime.device).to(memory_format=memory_format)
     # Fused where a step would otherwise wait for the device: on CUDA, and under fp16 scaling.
     optimizer = build_optimizer(model, hp, fused=runtime.fp16 or runtime.device.type == "cuda")
     steps_per_epoch = len(batch_plan(train_size, hp.batch_size, torch.Generator()))
@@ -282,8 +282,10 @@ def _restore(step: TrainStep, state: dict[str, Any]) -> list[EpochMetrics]:
     starts afresh."""
     # The implementation flags are this host's choice, not the saved run's: an unfused group
     # under a fused optimizer would apply steps the loss scaler meant to skip.
-    kernels = [{key: group[key] for key in ("fused", "foreach") if key in group}
-               for group in step.optimizer.param_groups]
+    kernels: list[dict[str, Any]] = [
+        {key: group[key] for key in ("fused", "foreach") if key in group}
+        for group in step.optimizer.param_groups
+    ]
     step.optimizer.load_state_dict(state["optimizer"])
     for group, kept in zip(step.optimizer.param_groups, kernels, strict=True):
         group.update(kept)
