@@ -28,6 +28,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP) typecheck
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
