@@ -28,8 +28,10 @@ def retry(job_id: JobArg, url: UrlOpt = DEFAULT_URL, token: TokenOpt = None) -> 
 def cancel(job_id: JobArg, url: UrlOpt = DEFAULT_URL, token: TokenOpt = None) -> None:
     """Cancel a job: at once if no worker holds it, else at the worker's next batch."""
     job = _post(url, token, f"/jobs/{job_id}/cancel")
-    typer.echo(f"job {job_id} is {job['status']}"
-               + (" (stops at its next batch)" if job["status"] == "running" else ""))
+    typer.echo(
+        f"job {job_id} is {job['status']}"
+        + (" (stops at its next batch)" if job["status"] == "running" else "")
+    )
 
 
 def _post(url: str, token: str | None, path: str) -> dict:

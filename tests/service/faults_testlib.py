@@ -103,20 +103,33 @@ def _close(sock: socket.socket) -> None:
 class FoodlabWorker:
     """`foodlab worker` (Celery, solo pool) with test hooks in its environment."""
 
-    def __init__(self, settings: Settings, log: Path, pause_at: str | None = None,
-                 command: list[str] | None = None, **env: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log: Path,
+        pause_at: str | None = None,
+        command: list[str] | None = None,
+        **env: str,
+    ) -> None:
         environment = worker_env(settings)
         environment.pop("FOODLAB_TEST_PAUSE_AT", None)
         if pause_at:
             environment["FOODLAB_TEST_PAUSE_AT"] = pause_at
-        environment.update(FOODLAB_MAX_ATTEMPTS=str(settings.max_attempts),
-                           FOODLAB_RESEND_AFTER_SECONDS=str(settings.resend_after_seconds),
-                           FOODLAB_DATABASE_WAIT_SECONDS=str(settings.database_wait_seconds),
-                           **env)
+        environment.update(
+            FOODLAB_MAX_ATTEMPTS=str(settings.max_attempts),
+            FOODLAB_RESEND_AFTER_SECONDS=str(settings.resend_after_seconds),
+            FOODLAB_DATABASE_WAIT_SECONDS=str(settings.database_wait_seconds),
+            **env,
+        )
         self.log = log
-        self.process = subprocess.Popen(command or [str(FOODLAB), "worker", "-Q", "cpu"],
-                                        cwd=REPO, env=environment, stdout=log.open("ab"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command or [str(FOODLAB), "worker", "-Q", "cpu"],
+            cwd=REPO,
+            env=environment,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.pid = self.process.pid
 
     @property
@@ -155,15 +168,17 @@ class FoodlabWorker:
 
 def tiny_archive(folder: Path, per_class: int = 4) -> Path:
     """3 dishes x `per_class` images: a 32x32 epoch of ResNet-34 in about a second."""
-    return write_dataset_zip(folder / "tiny.zip", per_class=per_class, size=36,
-                             dishes=DISHES[:3])
+    return write_dataset_zip(folder / "tiny.zip", per_class=per_class, size=36, dishes=DISHES[:3])
 
 
 def submit_job(client: TestClient, archive: Path, epochs: int, **hyper: object) -> int:
     dataset = client.post("/datasets", files={"file": ("d.zip", archive.read_bytes())})
     assert dataset.status_code == 201, dataset.text
-    body = {"dataset_id": dataset.json()["id"], "architecture": {"name": "resnet34"},
-            "hyperparameters": {"epochs": epochs, "image_size": 32, "batch_size": 4, **hyper}}
+    body = {
+        "dataset_id": dataset.json()["id"],
+        "architecture": {"name": "resnet34"},
+        "hyperparameters": {"epochs": epochs, "image_size": 32, "batch_size": 4, **hyper},
+    }
     job = client.post("/jobs", json=body)
     assert job.status_code == 201, job.text
     return job.json()["id"]

@@ -31,9 +31,15 @@ FINISHED = {"succeeded", "failed", "cancelled"}
 
 @pytest.fixture
 def production(tmp_path: Path, postgres_url: str, redis_url: str) -> Settings:
-    settings = make_settings(tmp_path / "home", database_url=postgres_url, broker_url=redis_url,
-                             heartbeat_seconds=0.5, stale_after_seconds=3.0,
-                             resend_after_seconds=2.0, database_wait_seconds=60.0)
+    settings = make_settings(
+        tmp_path / "home",
+        database_url=postgres_url,
+        broker_url=redis_url,
+        heartbeat_seconds=0.5,
+        stale_after_seconds=3.0,
+        resend_after_seconds=2.0,
+        database_wait_seconds=60.0,
+    )
     upgrade(settings.database)
     return settings
 
@@ -62,8 +68,12 @@ def job_of(client: TestClient, job_id: int) -> dict:
 
 
 def wait_finished(client: TestClient, job_id: int, *logs: FoodlabWorker) -> dict:
-    return wait_until(lambda: (job := job_of(client, job_id))["status"] in FINISHED and job,
-                      TIMEOUT, f"job {job_id} to finish", [w.log for w in logs])
+    return wait_until(
+        lambda: (job := job_of(client, job_id))["status"] in FINISHED and job,
+        TIMEOUT,
+        f"job {job_id} to finish",
+        [w.log for w in logs],
+    )
 
 
 def wait_stopped(worker: FoodlabWorker, point: str) -> None:
@@ -101,8 +111,13 @@ def assert_files_match_rows(client: TestClient, settings: Settings, job_id: int)
 
 # Each point of the checkpoint sequence once; two kills in one job where they are in
 # different phases (the epoch's files, then the bundle), to start fewer jobs.
-CHECKPOINT_KILLS = [("last_saved@1", "bundle_saved"), ("last_recorded@1", "bundle_recorded"),
-                    ("best_saved@1",), ("best_recorded@1",), ("epoch_recorded@1",)]
+CHECKPOINT_KILLS = [
+    ("last_saved@1", "bundle_saved"),
+    ("last_recorded@1", "bundle_recorded"),
+    ("best_saved@1",),
+    ("best_recorded@1",),
+    ("epoch_recorded@1",),
+]
 
 
 def resume_here(settings: Settings, job_id: int) -> None:
@@ -116,8 +131,10 @@ def resume_here(settings: Settings, job_id: int) -> None:
 
 @pytest.mark.parametrize("points", CHECKPOINT_KILLS, ids="+".join)
 def test_a_kill_at_any_checkpoint_step_serves_the_best_epoch(
-    points: tuple[str, ...], production: Settings, archive: Path,
-    workers: Callable[..., FoodlabWorker]
+    points: tuple[str, ...],
+    production: Settings,
+    archive: Path,
+    workers: Callable[..., FoodlabWorker],
 ) -> None:
     """Epoch 1 is always the best so far, so each @1 point is in the middle of a new best."""
     with client_for(production) as client:
@@ -154,10 +171,18 @@ def test_a_paused_worker_that_lost_its_claim_writes_nothing(
         assert job_of(client, job_id)["worker"].endswith(f":{second.pid}")
         before = snapshot(client, production, job_id)
         first.signal(signal.SIGCONT)
-        wait_until(lambda: "was taken over by another worker" in first.output(), TIMEOUT,
-                   "the first worker to notice", [first.log])
-        wait_until(lambda: "Task foodlab.train" in first.output().split("taken over")[-1],
-                   TIMEOUT, "the first worker's task to end", [first.log])
+        wait_until(
+            lambda: "was taken over by another worker" in first.output(),
+            TIMEOUT,
+            "the first worker to notice",
+            [first.log],
+        )
+        wait_until(
+            lambda: "Task foodlab.train" in first.output().split("taken over")[-1],
+            TIMEOUT,
+            "the first worker's task to end",
+            [first.log],
+        )
         assert snapshot(client, production, job_id) == before
         first.kill()
         second.signal(signal.SIGCONT)
@@ -173,10 +198,15 @@ def snapshot(client: TestClient, settings: Settings, job_id: int) -> tuple:
     job = job_of(client, job_id)
     job.pop("heartbeat_at")
     folder = job_dir(settings.checkpoints_dir, job_id)
-    files = sorted((path.name, path.stat().st_mtime_ns, sha256_of(path))
-                   for path in folder.iterdir())
-    return (job, client.get(f"/jobs/{job_id}/metrics").json(),
-            client.get(f"/jobs/{job_id}/checkpoints").json(), files)
+    files = sorted(
+        (path.name, path.stat().st_mtime_ns, sha256_of(path)) for path in folder.iterdir()
+    )
+    return (
+        job,
+        client.get(f"/jobs/{job_id}/metrics").json(),
+        client.get(f"/jobs/{job_id}/checkpoints").json(),
+        files,
+    )
 
 
 def test_queued_jobs_whose_messages_were_lost_are_sent_again(
@@ -198,13 +228,17 @@ def test_post_jobs_with_the_broker_down_answers_503_and_creates_nothing(
     proxy = TcpProxy(("127.0.0.1", 6379))
     db_number = production.broker_url.rsplit("/", 1)[1]
     settings = production.model_copy(
-        update={"broker_url": proxy.url(f"redis://127.0.0.1:{{port}}/{db_number}")})
+        update={"broker_url": proxy.url(f"redis://127.0.0.1:{{port}}/{db_number}")}
+    )
     try:
         with client_for(settings) as client:
             proxy.cut()
             dataset = client.post("/datasets", files={"file": ("d.zip", archive.read_bytes())})
-            body = {"dataset_id": dataset.json()["id"], "architecture": {"name": "resnet34"},
-                    "hyperparameters": {"epochs": 1, "image_size": 32}}
+            body = {
+                "dataset_id": dataset.json()["id"],
+                "architecture": {"name": "resnet34"},
+                "hyperparameters": {"epochs": 1, "image_size": 32},
+            }
             refused = client.post("/jobs", json=body)
             assert refused.status_code == 503, refused.text
             assert refused.json()["field"] == "broker"
@@ -223,9 +257,24 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(
     children forked after the main process used the database must not share its
     connections."""
     settings = production.model_copy(update={"max_attempts": 2})
-    command = [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "--pool",
-               "prefork", "--concurrency", "1", "-Q", "cpu", "--loglevel", "INFO",
-               "--without-gossip", "--without-mingle"]
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.tasks",
+        "worker",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        "1",
+        "-Q",
+        "cpu",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     worker = workers(settings, command=command, FOODLAB_TEST_KILL_AT="batch@1")
     with client_for(settings) as client:
         job_id = submit_job(client, archive, epochs=1)
@@ -317,8 +366,13 @@ def test_cancelling_a_job_whose_worker_just_died_ends_it_and_delete_works(
         worker.kill()
         assert client.post(f"/jobs/{job_id}/cancel").status_code == 200
         # The reaper of whichever worker runs next finds the dead worker's job.
-        wait_until(lambda: job_of(client, job_id)["status"] == "cancelled"
-                   or requeue_stale_jobs(production), TIMEOUT, "the cancel to settle")
+        wait_until(
+            lambda: (
+                job_of(client, job_id)["status"] == "cancelled" or requeue_stale_jobs(production)
+            ),
+            TIMEOUT,
+            "the cancel to settle",
+        )
         assert job_of(client, job_id)["status"] == "cancelled"
         assert client.delete(f"/jobs/{job_id}").status_code == 204
 
@@ -379,8 +433,12 @@ def test_a_worker_waits_out_a_database_outage_mid_job(
             wait_stopped(worker, "batch@1")
             proxy.cut()  # the database goes away mid-epoch 1
             worker.signal(signal.SIGCONT)
-            wait_until(lambda: "database unreachable while" in worker.output(),
-                       TIMEOUT, "the worker to meet the outage", [worker.log])
+            wait_until(
+                lambda: "database unreachable while" in worker.output(),
+                TIMEOUT,
+                "the worker to meet the outage",
+                [worker.log],
+            )
             proxy.restore()
             job = wait_finished(client, job_id, worker)
             assert job["status"] == "succeeded", job["error"]

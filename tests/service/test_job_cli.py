@@ -25,10 +25,18 @@ def foodlab(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
 
 def a_job(settings: Settings, status: JobStatus) -> int:
     with session_scope(settings.database) as session:
-        dataset = repo.add_dataset(session=session, dataset=Dataset(
-            name="d", path="/tmp/d", source="folder", fingerprint="f"))
-        job = Job(dataset_id=dataset.id, architecture="resnet34", hyperparameters={"epochs": 1},
-                  status=status, attempts=3, error_message="the worker died 3 times")
+        dataset = repo.add_dataset(
+            session=session,
+            dataset=Dataset(name="d", path="/tmp/d", source="folder", fingerprint="f"),
+        )
+        job = Job(
+            dataset_id=dataset.id,
+            architecture="resnet34",
+            hyperparameters={"epochs": 1},
+            status=status,
+            attempts=3,
+            error_message="the worker died 3 times",
+        )
         repo.add_jobs(session=session, jobs=[job])
         return job.id
 
