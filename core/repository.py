@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, func, or_, select, update
+from sqlalchemy import CursorResult, Executable, delete, func, or_, select, update
 from sqlalchemy.orm import Session, defer
 
 from core.errors import NotFound
@@ -25,6 +25,7 @@ from core.tables import (
     Job,
     JobStatus,
     ServingGeneration,
+    WorkerPresence,
     utcnow,
 )
 
@@ -623,3 +624,21 @@ def delete_job(*, session: Session, job: Job) -> None:
 
 def seconds_since(moment: datetime | None) -> float | None:
     return None if moment is None else (utcnow() - moment).total_seconds()
+
+
+def record_worker_presence(*, session: Session, name: str, queues: list[str]) -> None:
+    """This worker is alive and consumes `queues` (insert or refresh its row)."""
+    session.merge(WorkerPresence(name=name, queues=sorted(queues), seen_at=utcnow()))
+    session.flush()
+
+
+def forget_worker(*, session: Session, name: str) -> None:
+    session.execute(delete(WorkerPresence).where(WorkerPresence.name == name))
+    session.flush()
+
+
+def live_queues(*, session: Session, stale_after: float) -> set[str]:
+    """Queues some worker seen within `stale_after` seconds consumes."""
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    rows = session.scalars(select(WorkerPresence.queues).where(WorkerPresence.seen_at >= cutoff))
+    return {queue for queues in rows for queue in queues}

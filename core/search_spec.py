@@ -11,7 +11,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import SpecError
-from core.specs import ArchitectureSpec, Hyperparameters, resolve_hyperparameters
+from core.specs import ArchitectureSpec, Hyperparameters, RowId, resolve_hyperparameters
 
 Objective = Literal["val_accuracy", "val_loss"]
 PrunerName = Literal["none", "median", "successive_halving", "hyperband"]
@@ -41,7 +41,7 @@ class SearchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset_id: int = Field(..., ge=1)
+    dataset_id: RowId = Field(..., strict=True)
     architecture: ArchitectureSpec
     preset: str = Field("recommended", description="the hyperparameters not searched start here")
     hyperparameters: dict[str, Any] = Field(

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shorten(text: str, limit: int) -> str:
+    """At most `limit` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 40]}... ({len(text) - limit + 40} more characters)"
 
 
 class Settings(BaseSettings):
@@ -59,6 +69,22 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
+
+    def public_text(self, text: str, limit: int = 500) -> str:
+        """`text` fit for a client: the server's folders named by their setting instead of
+        their absolute paths, and at most `limit` characters (a huge value is not echoed)."""
+        folders = {
+            str(self.home): "$FOODLAB_HOME",
+            str(self.datasets_root): "$FOODLAB_DATASETS_ROOT",
+            str(self.weights_root): "$FOODLAB_WEIGHTS_ROOT",
+            str(SOURCE_ROOT): "<foodlab>",
+            sys.prefix: "<python>",
+            sys.base_prefix: "<python>",
+        }
+        for folder in sorted(folders, key=len, reverse=True):  # innermost first
+            if folder != "None" and len(folder) > 1:
+                text = text.replace(folder, folders[folder])
+        return shorten(text, limit)
 
     @property
     def tokens(self) -> set[str]:

@@ -292,3 +292,14 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="checkpoints")
+
+
+class WorkerPresence(Base):
+    """A worker process and the queues it consumes, refreshed while it lives: the API tells a
+    queued job that no live worker takes its queue (a CUDA job and no GPU worker)."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True, doc="hostname:pid")
+    queues: Mapped[list[Any]] = mapped_column(default=list)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)

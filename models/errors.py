@@ -19,4 +19,8 @@ def describe_load_failure(exc: Exception) -> str:
     if marker and detail.strip():
         detail = detail.strip().splitlines()[0].split(". ")[0]
         return f"refused by the weights-only loader (only tensors and plain data): {detail}"
-    return text.splitlines()[0] if text else type(exc).__name__
+    first = text.splitlines()[0] if text else type(exc).__name__
+    # torch's advice to load with weights_only=False would run the file's code: never relay it.
+    if "weights_only" in first or "Weights only load failed" in first:
+        return "refused by the weights-only loader (only tensors and plain data)"
+    return first

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from service.deps import TokenGate, app_settings
 from service.errors import install_error_handlers
 from service.model_server import ModelServer
+from service.openapi import install_contract
 from service.routes import (
     architectures,
     compare,
@@ -41,6 +42,7 @@ def create_app() -> FastAPI:
         version="0.1.0",
     )
     install_error_handlers(app)
+    install_contract(app)
     app.add_middleware(TokenGate, fastapi_app=app)
     for router in (health.router, architectures.router, hyperparameters.router, datasets.router,
                    jobs.router, models.router, predict.router, compare.router, compare.jobs_router,

@@ -23,6 +23,7 @@ from core.specs import RowId
 from core.tables import Dataset, Job
 from service.errors import error_body
 from service.model_server import ModelServer
+from service.openapi import BEARER, path_pattern
 
 
 async def current_settings() -> Settings:
@@ -74,7 +75,6 @@ async def get_model_server(request: Request) -> ModelServer:
 ModelServerDep = Annotated[ModelServer, Depends(get_model_server)]
 
 
-BEARER = "bearerAuth"
 bearer_scheme = HTTPBearer(
     scheme_name=BEARER,
     auto_error=False,
@@ -123,12 +123,17 @@ class TokenGate:
         self._protected_operations: list[tuple[str, re.Pattern[str]]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self._protected(scope["method"], scope["path"]):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        settings = await self._settings()
+        scope.setdefault("state", {})["settings"] = settings  # for the error handlers
+        if self._protected(scope["method"], scope["path"]):
             headers = Headers(scope=scope)
             try:
-                check_token(await self._settings(), headers.get("authorization"))
+                check_token(settings, headers.get("authorization"))
             except UserError as exc:
-                body = error_body(exc.detail, exc.field)
+                body = error_body(exc.detail, exc.field, settings)
                 response = JSONResponse(body, status_code=exc.status_code)
                 await response(scope, receive, send)
                 return
@@ -150,8 +155,9 @@ def protected_operations(openapi: dict[str, Any]) -> list[tuple[str, re.Pattern[
     """(METHOD, path pattern) of every operation that requires the bearer token."""
     operations = []
     for path, item in openapi.get("paths", {}).items():
-        pattern = re.compile(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)))
+        pattern = path_pattern(path)
         for method, operation in item.items():
             if any(BEARER in requirement for requirement in operation.get("security", [])):
                 operations.append((method.upper(), pattern))
     return operations
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from core.dataset_registry import SKIPPED_KEPT
 from core.job_factory import JobRequest
 from core.specs import ArchitectureSpec, EpochMetrics
-from core.tables import Dataset, Job, JobStatus, Search, SearchStatus
+from core.tables import Checkpoint, Dataset, Job, JobStatus, Search, SearchStatus
 
 
 class DatasetRegister(BaseModel):
@@ -121,9 +122,13 @@ class JobPublic(BaseModel):
     )
     promoted: bool
     error: JobError | None
+    waiting: str | None = Field(
+        None, description="why a queued job does not start: no live worker consumes its queue"
+    )
 
     @classmethod
-    def from_row(cls, job: Job) -> JobPublic:
+    def from_row(cls, job: Job, live_queues: set[str] | None = None) -> JobPublic:
+        """`live_queues`: the queues live workers consume, to say when none takes this job's."""
         return cls(
             id=job.id,
             dataset_id=job.dataset_id,
@@ -163,7 +168,19 @@ class JobPublic(BaseModel):
             error=JobError(message=job.error_message, traceback=job.error_traceback)
             if job.error_message
             else None,
+            waiting=_waiting(job, live_queues),
         )
+
+
+def _waiting(job: Job, live_queues: set[str] | None) -> str | None:
+    # "local" jobs are run by the `foodlab study --local` process itself, not by a worker.
+    if live_queues is None or job.status != JobStatus.queued or job.queue == "local":
+        return None
+    if job.queue in live_queues:
+        return None
+    advice = " (a worker with a GPU)" if job.queue == "gpu" else ""
+    return (f"no live worker consumes the '{job.queue}' queue: start one{advice}, or submit "
+            "the job with device 'cpu' or 'auto'")
 
 
 class JobsPublic(BaseModel):
@@ -190,10 +207,17 @@ class CheckpointPublic(BaseModel):
 
     kind: str
     epoch: int
-    path: str
+    path: str = Field(description="relative to FOODLAB_HOME: server folders are not shown")
     size_bytes: int
     sha256: str
     created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Checkpoint, home: Path) -> CheckpointPublic:
+        public = cls.model_validate(row)
+        stored = Path(row.path)
+        public.path = str(stored.relative_to(home)) if stored.is_relative_to(home) else stored.name
+        return public
 
 
 class ArchitecturePublic(BaseModel):

@@ -345,9 +345,11 @@ def _record_once(settings: Settings, claim: Claim, outcome: Outcome) -> bool:
     with session_scope(settings.database) as session:
         if outcome.release is None:
             assert outcome.status is not None  # an outcome either ends the job or releases it
+            # The API shows both: without the server's folders, and bounded.
+            error = settings.public_text(outcome.error, 2000) if outcome.error else None
+            trace = settings.public_text(outcome.traceback, 20_000) if outcome.traceback else None
             return repo.finish_job(session=session, job_id=claim.job_id, status=outcome.status,
-                                   error=outcome.error, traceback=outcome.traceback,
-                                   lease=claim.lease)
+                                   error=error, traceback=trace, lease=claim.lease)
         released = repo.release_job(session=session, job_id=claim.job_id, lease=claim.lease,
                                     reason=outcome.release,
                                     counts_as_attempt=outcome.counts_as_attempt)
@@ -547,24 +549,39 @@ def sweep_unsent_jobs(settings: Settings) -> list[int]:
 
 class StaleJobReaper:
     """Reaps stale jobs and re-sends unsent ones now and then, from a thread in each worker's
-    main process."""
+    main process, and records that this worker is alive and which queues it consumes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, queues: list[str] | None = None) -> None:
         self.settings = settings
+        self.queues = queues or []
+        self.name = worker_name()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stale-job-reaper", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def _record_presence(self) -> None:
+        if self.queues:
+            with session_scope(self.settings.database) as session:
+                repo.record_worker_presence(session=session, name=self.name, queues=self.queues)
+
     def stop(self) -> None:
         self._stop.set()
+        try:
+            with session_scope(self.settings.database) as session:
+                repo.forget_worker(session=session, name=self.name)
+        except Exception:  # noqa: BLE001 - its row then just goes stale
+            log.exception("could not remove this worker's presence row")
 
     def _run(self) -> None:
-        interval = max(min(self.settings.stale_after_seconds,
-                           self.settings.resend_after_seconds) / 2, 0.5)
+        # Presence is refreshed well within stale_after, the age at which the API stops
+        # counting a worker as alive.
+        interval = max(min(self.settings.stale_after_seconds, self.settings.resend_after_seconds,
+                           2 * self.settings.heartbeat_seconds) / 2, 0.5)
         while True:
             try:
+                self._record_presence()
                 requeue_stale_jobs(self.settings, alive=worker_name())
                 sweep_unsent_jobs(self.settings)
             except Exception as exc:  # noqa: BLE001 - the database may be briefly away

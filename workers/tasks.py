@@ -25,9 +25,9 @@ def train_job(job_id: int) -> str | None:
 
 
 @worker_ready.connect
-def _start_reaper(**_: object) -> None:
+def _start_reaper(sender: object = None, **_: object) -> None:
     global _reaper
-    _reaper = StaleJobReaper(get_settings())
+    _reaper = StaleJobReaper(get_settings(), consumed_queues(sender))
     _reaper.start()
 
 
@@ -44,6 +44,16 @@ def _note_shutdown(how: str = "Warm", **_: object) -> None:
     Cold (SIGQUIT, a second Ctrl-C): Celery raises into the task; the job is left resumable."""
     log.warning("%s shutdown: the running job, if any, goes back to the queue", how)
     (shutdown.cold if how == "Cold" else shutdown.warm).set()
+
+
+def consumed_queues(consumer: object) -> list[str]:
+    """The queues this worker takes messages from (its -Q), from the Celery consumer."""
+    task_consumer = getattr(consumer, "task_consumer", None)
+    queues = getattr(task_consumer, "queues", None) or []
+    names = [queue.name for queue in queues]
+    if not names and consumer is not None:
+        names = list(consumer.app.amqp.queues.consume_from or {})  # type: ignore[attr-defined]
+    return names
 
 
 @worker_shutdown.connect

@@ -17,6 +17,7 @@ from core.errors import InvalidInput
 from core.specs import RowId
 from core.tables import Job
 from service.deps import JobDep, SessionDep
+from service.openapi import errors
 from service.schemas import EpochMetricPublic, MetricsPublic
 
 router = APIRouter(prefix="/compare", tags=["experiments"])
@@ -24,8 +25,11 @@ jobs_router = APIRouter(prefix="/jobs", tags=["experiments"])
 
 MAX_JOBS = 50
 PNG: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"image/png": {}}, "description": "a PNG image"}
-}
+    200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+          "description": "a PNG image"}
+} | errors(404)
+TABLES = {"content": {"text/csv": {"schema": {"type": "string"}},
+                      "text/markdown": {"schema": {"type": "string"}}}}
 
 # Ids of up to 18 digits stay below the largest row id (2**63 - 1), so the pattern alone
 # says which values are valid; the count is checked after duplicates are dropped.
@@ -58,7 +62,7 @@ def _png(figure_bytes: bytes) -> Response:
     return Response(figure_bytes, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
-@router.get("", response_model=Comparison)
+@router.get("", response_model=Comparison, responses={200: TABLES} | errors(404))
 def compare_jobs(
     session: SessionDep,
     jobs: JobsQuery,
@@ -118,14 +122,14 @@ def _job_curve(session: Session, job: Job) -> Curve:
     return Curve(f"job {job.id}: {job.architecture}", epochs)
 
 
-@jobs_router.get("/{job_id}/curves.png", response_class=Response, responses=PNG)
+@jobs_router.get("/{job_id:int}/curves.png", response_class=Response, responses=PNG)
 def job_curves(job: JobDep, session: SessionDep) -> Response:
     """Training and validation loss and accuracy per epoch, best epoch marked."""
     curve = _job_curve(session, job)
     return _png(to_png(curves_figure([curve], title=curve.label)))
 
 
-@jobs_router.get("/{job_id}/gradients.png", response_class=Response, responses=PNG)
+@jobs_router.get("/{job_id:int}/gradients.png", response_class=Response, responses=PNG)
 def job_gradients(job: JobDep, session: SessionDep) -> Response:
     """Mean gradient norm of each stage per epoch, and along the depth."""
     return _png(to_png(gradients_figure(_job_curve(session, job))))

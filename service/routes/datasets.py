@@ -21,6 +21,7 @@ from core.specs import RowOffset
 from core.tables import Dataset
 from core.thumbnails import thumbnail
 from service.deps import DatasetDep, SessionDep, SettingsDep, TokenDep
+from service.openapi import errors
 from service.schemas import DatasetPublic, DatasetRegister, DatasetsPublic
 from service.uploads import multipart_body, receive_file
 
@@ -41,6 +42,7 @@ UPLOAD_BODY = multipart_body(
 
 
 @router.post("", status_code=201, response_model=DatasetPublic, dependencies=[TokenDep],
+             responses=errors(400, 413, 415),
              openapi_extra=UPLOAD_BODY)
 async def upload_dataset(
     request: Request, session: SessionDep, settings: SettingsDep, response: Response
@@ -74,7 +76,7 @@ def _stem(filename: str | None) -> str:
     return Path(filename or "dataset.zip").stem[:200] or "dataset"
 
 
-@router.post("/register", status_code=201, response_model=DatasetPublic,
+@router.post("/register", status_code=201, response_model=DatasetPublic, responses=errors(403),
              dependencies=[TokenDep])
 def register_server_folder(
     body: DatasetRegister, session: SessionDep, settings: SettingsDep, response: Response
@@ -106,12 +108,13 @@ def list_datasets(
     return DatasetsPublic(data=[DatasetPublic.from_row(row) for row in rows], count=total)
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic)
+@router.get("/{dataset_id:int}", response_model=DatasetPublic)
 def get_dataset(dataset: DatasetDep) -> DatasetPublic:
     return DatasetPublic.from_row(dataset)
 
 
-@router.delete("/{dataset_id}", status_code=204, dependencies=[TokenDep])
+@router.delete("/{dataset_id:int}", status_code=204, dependencies=[TokenDep],
+               responses=errors(409))
 def delete_dataset(dataset: DatasetDep, session: SessionDep, settings: SettingsDep) -> Response:
     """Forget a dataset with no jobs; an uploaded one's files go too, a registered folder stays."""
     jobs = repo.count_jobs(session=session, dataset_id=dataset.id)
@@ -132,7 +135,7 @@ JPEG: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/{dataset_id}/thumbnails/{class_index}/{index}", response_class=FileResponse,
+@router.get("/{dataset_id:int}/thumbnails/{class_index}/{index}", response_class=FileResponse,
             responses=JPEG)
 def dataset_thumbnail(
     dataset: DatasetDep,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from core.queue import get_celery
@@ -12,12 +13,22 @@ from service.deps import SessionDep, SettingsDep
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+class Readiness(BaseModel):
+    status: str = Field(description="ready or not ready")
+    checks: dict[str, str] = Field(description="per dependency: ok, or the error")
+
+
+class Liveness(BaseModel):
+    status: str
+
+
+@router.get("/healthz", response_model=Liveness)
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness, responses={
+    503: {"model": Readiness, "description": "the database or the broker is unreachable"}})
 def readyz(session: SessionDep, settings: SettingsDep) -> JSONResponse:
     checks = {
         "database": _check(lambda: session.execute(text("SELECT 1"))),

@@ -18,6 +18,7 @@ from core.specs import MAX_EPOCHS, RowId, RowOffset
 from core.storage import job_dir, remove_tree
 from core.tables import Job, JobStatus
 from service.deps import JobDep, SessionDep, SettingsDep, TokenDep
+from service.openapi import errors
 from service.schemas import (
     CheckpointPublic,
     EpochMetricPublic,
@@ -31,7 +32,13 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 SORT_PATTERN = f"^-?({'|'.join(repo.JOB_SORT_KEYS)})$"
 
 
-@router.post("", status_code=201, response_model=JobPublic, dependencies=[TokenDep])
+def live_queues(session: SessionDep, settings: SettingsDep) -> set[str]:
+    """Queues with a worker seen within FOODLAB_STALE_AFTER_SECONDS (workers record it)."""
+    return repo.live_queues(session=session, stale_after=settings.stale_after_seconds)
+
+
+@router.post("", status_code=201, response_model=JobPublic, dependencies=[TokenDep],
+             responses=errors(404))
 def create_job(
     body: JobCreate, session: SessionDep, settings: SettingsDep, response: Response
 ) -> JobPublic:
@@ -41,7 +48,7 @@ def create_job(
     # Commit first, then enqueue: a worker must always find the row its message names.
     send_or_withdraw(session, settings, jobs)
     response.headers["Location"] = f"/jobs/{jobs[0].id}"
-    return JobPublic.from_row(jobs[0])
+    return JobPublic.from_row(jobs[0], live_queues(session, settings))
 
 
 def send_or_withdraw(session: SessionDep, settings: SettingsDep, jobs: list[Job]) -> None:
@@ -65,6 +72,7 @@ def send_or_withdraw(session: SessionDep, settings: SettingsDep, jobs: list[Job]
 @router.get("", response_model=JobsPublic)
 def list_jobs(
     session: SessionDep,
+    settings: SettingsDep,
     status: JobStatus | None = None,
     architecture: str | None = None,
     dataset_id: RowId | None = None,
@@ -89,15 +97,18 @@ def list_jobs(
         limit=limit,
         sort=sort,
     )
-    return JobsPublic(data=[JobPublic.from_row(job) for job in rows], count=total)
+    live = live_queues(session, settings)
+    return JobsPublic(data=[JobPublic.from_row(job, live) for job in rows], count=total)
 
 
-@router.get("/{job_id}", response_model=JobPublic)
-def get_job(job: JobDep) -> JobPublic:
-    return JobPublic.from_row(job)
+@router.get("/{job_id:int}", response_model=JobPublic)
+def get_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> JobPublic:
+    return JobPublic.from_row(job, live_queues(session, settings))
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPublic)
+@router.get("/{job_id:int}/metrics", response_model=MetricsPublic,
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
+            | errors(404))
 def get_metrics(
     job: JobDep,
     session: SessionDep,
@@ -130,24 +141,28 @@ def metrics_csv(rows: list[EpochMetricPublic]) -> str:
     return out.getvalue()
 
 
-@router.get("/{job_id}/checkpoints", response_model=list[CheckpointPublic])
-def get_checkpoints(job: JobDep, session: SessionDep) -> list[CheckpointPublic]:
+@router.get("/{job_id:int}/checkpoints", response_model=list[CheckpointPublic])
+def get_checkpoints(
+    job: JobDep, session: SessionDep, settings: SettingsDep
+) -> list[CheckpointPublic]:
     return [
-        CheckpointPublic.model_validate(row)
+        CheckpointPublic.from_row(row, settings.home)
         for row in repo.job_checkpoints(session=session, job_id=job.id)
     ]
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic, dependencies=[TokenDep])
+@router.post("/{job_id:int}/cancel", response_model=JobPublic, dependencies=[TokenDep],
+             responses=errors(409))
 def cancel_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> JobPublic:
     if job.status.finished:
         raise Conflict(f"job {job.id} is already {job.status.value}", "job_id")
     repo.request_cancel(session=session, job=job, stale_after=settings.stale_after_seconds)
     session.commit()
-    return JobPublic.from_row(job)
+    return JobPublic.from_row(job, live_queues(session, settings))
 
 
-@router.post("/{job_id}/retry", response_model=JobPublic, dependencies=[TokenDep])
+@router.post("/{job_id:int}/retry", response_model=JobPublic, dependencies=[TokenDep],
+             responses=errors(409))
 def retry_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> JobPublic:
     """Queue a failed or cancelled job again; it resumes from its last checkpoint when that
     is compatible (same architecture, data and recipe), else the worker reports why not.
@@ -163,10 +178,11 @@ def retry_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> JobPub
         return JobPublic.from_row(job)
     repo.mark_enqueued(session=session, job_ids=[job.id])
     session.commit()
-    return JobPublic.from_row(job)
+    return JobPublic.from_row(job, live_queues(session, settings))
 
 
-@router.delete("/{job_id}", status_code=204, dependencies=[TokenDep])
+@router.delete("/{job_id:int}", status_code=204, dependencies=[TokenDep],
+               responses=errors(409))
 def delete_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> Response:
     repo.settle_abandoned_cancel(session=session, job=job, stale_after=settings.stale_after_seconds)
     if not job.status.finished:

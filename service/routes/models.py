@@ -17,6 +17,7 @@ from core.servable import Choice, SelectedBy, ServableModel
 from core.specs import ArchitectureSpec, RowId, RowOffset
 from service.deps import JobDep, ModelServerDep, SessionDep, TokenDep
 from service.model_server import ModelServer
+from service.openapi import errors
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -99,7 +100,7 @@ def list_models(
     return ModelsPublic(data=data, count=cached.count(dataset_id))
 
 
-@router.get("/serving", response_model=ServingModelPublic)
+@router.get("/serving", response_model=ServingModelPublic, responses=errors(404, 409))
 def get_serving(
     session: SessionDep, server: ModelServerDep, dataset_id: DatasetQuery = None
 ) -> ServingModelPublic:
@@ -110,14 +111,16 @@ def get_serving(
     return ServingModelPublic.from_choice(choice)
 
 
-@router.post("/{job_id}/promote", response_model=ModelPublic, dependencies=[TokenDep])
+@router.post("/{job_id:int}/promote", response_model=ModelPublic, dependencies=[TokenDep],
+             responses=errors(404, 409))
 async def promote(job_id: RowId, session: SessionDep, server: ModelServerDep) -> ModelPublic:
     """Serve this job for its dataset from the next request on, whatever its accuracy."""
     model = await anyio.to_thread.run_sync(_load_and_promote, session, server, job_id)
     return ModelPublic.from_model(model, serving=True)
 
 
-@router.delete("/{job_id}/promote", status_code=204, dependencies=[TokenDep])
+@router.delete("/{job_id:int}/promote", status_code=204, dependencies=[TokenDep],
+               responses=errors(404))
 def unpromote(job: JobDep, session: SessionDep) -> Response:
     """Return the job's dataset to automatic selection (idempotent)."""
     if job.promoted_at is not None:

@@ -34,6 +34,7 @@ from models.preprocess import draft_for_size, upright_rgb
 from service.bundle_cache import LoadedBundle
 from service.deps import ModelServerDep, SettingsDep
 from service.model_server import ModelServer
+from service.openapi import errors
 from service.routes.models import DatasetQuery, ServingModelPublic
 from service.uploads import capped, multipart_body
 
@@ -48,6 +49,7 @@ UPLOAD_BODY = multipart_body(
     {
         FIELD: {
             "type": "array",
+            "minItems": 1,
             "items": {"type": "string", "format": "binary"},
             "description": "JPEG, PNG or WebP images, classified as one batch",
         }
@@ -80,7 +82,8 @@ class Upload:
     data: bytes
 
 
-@router.post("", response_model=PredictionsPublic, openapi_extra=UPLOAD_BODY)
+@router.post("", response_model=PredictionsPublic, openapi_extra=UPLOAD_BODY,
+             responses=errors(400, 404, 409, 413, 415))
 async def predict(
     request: Request,
     settings: SettingsDep,
@@ -149,10 +152,10 @@ def _prepare(
     # One full-size image at a time per request, and a bounded number of requests decoding:
     # each image is cropped to the model's size before the next one is decoded.
     with decode_slots(settings.max_concurrent_decodes):
-        pixels = [
-            loaded.bundle.preprocess([decode_opened(upload, image)])
-            for upload, image in zip(uploads, opened, strict=True)
-        ]
+        pixels = []
+        for upload, image in zip(uploads, opened, strict=True):
+            pixels.append(loaded.bundle.preprocess([decode_opened(upload, image)]))
+            image.close()  # its full-size pixels go now, not at the end of the request
     return Prepared(model, loaded, torch.cat(pixels))
 
 

@@ -13,21 +13,24 @@ from core import search as searches
 from core.errors import NotFound
 from core.queue import send_training
 from core.search_spec import SearchRequest
+from core.specs import RowId, RowOffset
 from core.tables import Search
 from service.deps import SessionDep, SettingsDep, TokenDep
+from service.openapi import errors
 from service.schemas import SearchDetail, SearchesPublic, SearchPublic
 
 router = APIRouter(prefix="/searches", tags=["searches"])
 
 
-def load_search(session: SessionDep, search_id: int) -> Search:
+def load_search(session: SessionDep, search_id: RowId) -> Search:
     search = session.get(Search, search_id)
     if search is None:
         raise NotFound(f"search {search_id} not found", "search_id")
     return search
 
 
-@router.post("", status_code=201, response_model=SearchPublic, dependencies=[TokenDep])
+@router.post("", status_code=201, response_model=SearchPublic, dependencies=[TokenDep],
+             responses=errors(404))
 def create_search(body: SearchRequest, session: SessionDep, settings: SettingsDep,
                   response: Response) -> SearchPublic:
     search = searches.create_search(session=session, database_url=settings.database,
@@ -41,32 +44,33 @@ def create_search(body: SearchRequest, session: SessionDep, settings: SettingsDe
 
 
 @router.get("", response_model=SearchesPublic)
-def list_searches(session: SessionDep, offset: Annotated[int, Query(ge=0)] = 0,
+def list_searches(session: SessionDep, offset: RowOffset = 0,
                   limit: Annotated[int, Query(ge=1, le=500)] = 50) -> SearchesPublic:
     total = session.scalar(select(func.count()).select_from(Search)) or 0
     rows = session.scalars(select(Search).order_by(Search.id.desc()).offset(offset).limit(limit))
     return SearchesPublic(data=[SearchPublic.from_row(row) for row in rows], count=total)
 
 
-@router.get("/{search_id}", response_model=SearchDetail)
-def get_search(search_id: int, session: SessionDep, settings: SettingsDep) -> SearchDetail:
+@router.get("/{search_id:int}", response_model=SearchDetail)
+def get_search(search_id: RowId, session: SessionDep, settings: SettingsDep) -> SearchDetail:
     search = load_search(session, search_id)
     summary = searches.search_summary(session=session, database_url=settings.database,
                                       search=search)
     return SearchDetail(**SearchPublic.from_row(search).model_dump(), **summary)
 
 
-@router.get("/{search_id}/{kind}.png", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}})
-def search_plot(search_id: int, kind: Literal["history", "parallel", "importances"],
+@router.get("/{search_id:int}/{kind}.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}} | errors(409))
+def search_plot(search_id: RowId, kind: Literal["history", "parallel", "importances"],
                 session: SessionDep, settings: SettingsDep) -> Response:
     """Optimisation history, parallel coordinates or parameter importances (Optuna's plots)."""
     png = searches.search_plot(settings.database, load_search(session, search_id), kind)
     return Response(png, media_type="image/png")
 
 
-@router.post("/{search_id}/cancel", response_model=SearchPublic, dependencies=[TokenDep])
-def cancel_search(search_id: int, session: SessionDep, settings: SettingsDep) -> SearchPublic:
+@router.post("/{search_id:int}/cancel", response_model=SearchPublic, dependencies=[TokenDep],
+             responses=errors(409))
+def cancel_search(search_id: RowId, session: SessionDep, settings: SettingsDep) -> SearchPublic:
     search = load_search(session, search_id)
     stopped = searches.cancel_search(session=session, search=search)
     session.commit()

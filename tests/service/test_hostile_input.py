@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,24 @@ def test_the_worker_opens_only_weights_the_name_rule_resolves(tmp_path: Path) ->
     for row in (spec("/etc/passwd", None), spec(None, "/etc/passwd"), spec("w.pth", None)):
         with pytest.raises(SpecError):
             with_weight_files(row, None if row.hyperparameters.pretrained_weights else tmp_path)
+
+
+def test_errors_never_echo_huge_values_nor_server_paths(client: TestClient,
+                                                        settings: Settings) -> None:
+    huge = "x" * 5_000_000
+    response = client.post("/jobs", json={"dataset_id": 1, "architecture": {"name": huge}})
+    assert response.status_code == 422 and len(response.content) < 5_000
+    response = client.post("/jobs", json={"dataset_id": 1, "architecture": {"name": "resnet34"},
+                                          "hyperparameters": {huge: 1}})
+    assert response.status_code == 422 and len(response.content) < 5_000
+    assert settings.public_text(f"{settings.home}/datasets/x: broken") == (
+        "$FOODLAB_HOME/datasets/x: broken")
+
+
+def test_checkpoint_paths_are_relative_to_the_home(settings: Settings) -> None:
+    from core.tables import Checkpoint
+    from service.schemas import CheckpointPublic
+
+    row = Checkpoint(kind="best", epoch=1, path=str(settings.home / "checkpoints/job-1/best.pt"),
+                     size_bytes=1, sha256="0" * 64, created_at=datetime.now())
+    assert CheckpointPublic.from_row(row, settings.home).path == "checkpoints/job-1/best.pt"

@@ -61,7 +61,7 @@ def run_two_epochs(settings: Settings, archive: Path,
         checkpoints = client.get(f"/jobs/{job_id}/checkpoints").json()
         assert {row["kind"] for row in checkpoints} == {"last", "best", "bundle"}
         for row in checkpoints:
-            path = Path(row["path"])
+            path = settings.home / row["path"]  # relative: server folders are not shown
             assert path.is_file() and path.is_relative_to(settings.checkpoints_dir)
             assert sha256_of(path) == row["sha256"] and path.stat().st_size == row["size_bytes"]
 
