@@ -83,7 +83,7 @@ def compare_jobs(
     return comparison
 
 
-@router.get("/metrics", response_model=list[MetricsPublic])
+@router.get("/metrics", response_model=list[MetricsPublic], responses=errors(404))
 def compare_metrics(session: SessionDep, jobs: JobsQuery) -> list[MetricsPublic]:
     """Every epoch of every job asked for, in one answer (what GET /jobs/{id}/metrics gives
     per job): the dashboard's compare page draws its curves from it."""

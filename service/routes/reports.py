@@ -17,6 +17,7 @@ from analysis.i18n import LANGUAGES
 from analysis.study import StoredRuns, gather_study
 from analysis.writer import TEMPLATES, ReportStyle, write_report
 from service.deps import SessionDep
+from service.openapi import errors
 from service.routes.compare import JobsQuery, parse_job_ids
 
 router = APIRouter(prefix="/compare", tags=["experiments"])
@@ -29,7 +30,7 @@ FILES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/report", response_class=Response, responses=FILES)
+@router.get("/report", response_class=Response, responses=FILES | errors(404, 409))
 def study_report(
     session: SessionDep,
     jobs: JobsQuery,
