@@ -1,7 +1,7 @@
 """worker presence: which queues have a live consumer, so a job can say it has none
 
-Revision ID: 0009_worker_presence
-Revises: 0008_job_leases
+Revision ID: 0010_worker_presence
+Revises: 0009_skipped_steps
 """
 
 from collections.abc import Sequence
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_worker_presence"
-down_revision: str | None = "0008_job_leases"
+revision: str = "0010_worker_presence"
+down_revision: str | None = "0009_skipped_steps"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
