@@ -60,10 +60,26 @@ def png(width: int, height: int) -> bytes:
 @contextmanager
 def api_server(home: Path, upload_limit: int) -> Iterator[tuple[str, int]]:
     port = free_port()
-    env = {**os.environ, "FOODLAB_HOME": str(home), "FOODLAB_API_TOKENS": TOKEN,
-           "FOODLAB_MAX_UPLOAD_BYTES": str(upload_limit), "OMP_NUM_THREADS": "2"}
-    command = [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1",
-               "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    env = {
+        **os.environ,
+        "FOODLAB_HOME": str(home),
+        "FOODLAB_API_TOKENS": TOKEN,
+        "FOODLAB_MAX_UPLOAD_BYTES": str(upload_limit),
+        "OMP_NUM_THREADS": "2",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "service.app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
     process = subprocess.Popen(command, cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -150,16 +166,20 @@ def measure(name: str, pid: int, home: Path, send: Any) -> Outcome:
             status, detail = 0, f"connection closed while sending: {type(exc).__name__}"
     seconds = time.perf_counter() - started
     outcome = Outcome(name, status, round(seconds, 2), peak_rss(pid), disk.peak, detail)
-    print(f"{name}: {outcome.status} in {seconds:.1f}s, peak RSS "
-          f"{outcome.peak_rss_bytes / 2**20:.0f} MiB, disk {outcome.disk_bytes} B")
+    print(
+        f"{name}: {outcome.status} in {seconds:.1f}s, peak RSS "
+        f"{outcome.peak_rss_bytes / 2**20:.0f} MiB, disk {outcome.disk_bytes} B"
+    )
     return outcome
 
 
 def chunks(total: int, size: int = 1 << 20) -> Iterator[bytes]:
     """A multipart body streamed without Content-Length (chunked transfer encoding)."""
     boundary = "benchboundary"
-    yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-           f"filename=\"big.zip\"\r\nContent-Type: application/zip\r\n\r\n").encode()
+    yield (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="big.zip"\r\nContent-Type: application/zip\r\n\r\n'
+    ).encode()
     sent = 0
     block = b"\0" * size
     while sent < total:
@@ -178,8 +198,11 @@ def run(upload_mb: int) -> dict[str, Any]:
         write_model(settings, ["a", "b", "c"])
         budget = settings.max_request_pixels
         side = int((settings.max_image_pixels) ** 0.5)  # 6324: a square at the pixel limit
-        accepted = [("a.png", png(side, side)), ("b.png", png(side, side)),
-                    ("c.png", png(4472, 4472))]
+        accepted = [
+            ("a.png", png(side, side)),
+            ("b.png", png(side, side)),
+            ("c.png", png(4472, 4472)),
+        ]
         assert sum(Image.open(io.BytesIO(d)).width ** 2 for _, d in accepted) <= budget
         many = [(f"{i}.png", png(4000, 3000)) for i in range(32)]
         auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -191,40 +214,64 @@ def run(upload_mb: int) -> dict[str, Any]:
 
             def predict(files: list[tuple[str, bytes]]) -> Any:
                 return lambda: client.post(
-                    "/predict", files=[("file", (name, data, "image/png")) for name, data in files])
+                    "/predict", files=[("file", (name, data, "image/png")) for name, data in files]
+                )
 
             def upload(body: Any, headers: dict[str, str]) -> Any:
                 content_type = {"Content-Type": "multipart/form-data; boundary=benchboundary"}
-                return lambda: client.post("/datasets", content=body,
-                                           headers=content_type | headers)
+                return lambda: client.post(
+                    "/datasets", content=body, headers=content_type | headers
+                )
 
             outcomes = [
-                measure("predict: 2 x 40 MP + 1 x 20 MP PNG (the pixel budget)", pid, home,
-                        predict(accepted)),
-                measure("predict: 400,000 x 1 PNG", pid, home,
-                        predict([("long.png", png(400_000, 1))])),
+                measure(
+                    "predict: 2 x 40 MP + 1 x 20 MP PNG (the pixel budget)",
+                    pid,
+                    home,
+                    predict(accepted),
+                ),
+                measure(
+                    "predict: 400,000 x 1 PNG", pid, home, predict([("long.png", png(400_000, 1))])
+                ),
                 measure("predict: 32 x 12 MP PNG", pid, home, predict(many)),
-                measure(f"upload: {3 * upload_mb} MB chunked, token", pid, home,
-                        upload(chunks(3 * upload_limit), auth)),
-                measure(f"upload: Content-Length {3 * upload_mb} MB, token", pid, home,
-                        upload(b"\0" * (3 * upload_limit),
-                               auth)),
-                measure(f"upload: {3 * upload_mb} MB chunked, no token", pid, home,
-                        upload(chunks(3 * upload_limit), {})),
+                measure(
+                    f"upload: {3 * upload_mb} MB chunked, token",
+                    pid,
+                    home,
+                    upload(chunks(3 * upload_limit), auth),
+                ),
+                measure(
+                    f"upload: Content-Length {3 * upload_mb} MB, token",
+                    pid,
+                    home,
+                    upload(b"\0" * (3 * upload_limit), auth),
+                ),
+                measure(
+                    f"upload: {3 * upload_mb} MB chunked, no token",
+                    pid,
+                    home,
+                    upload(chunks(3 * upload_limit), {}),
+                ),
             ]
             client.close()
     return {
         "benchmark": "hostile_limits",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "shared": "yes: other sessions' tests ran on the same 2 cores"},
-        "limits": {name: getattr(settings, name) for name in settings_fields
-                   if name.startswith("max_")} | {"max_upload_bytes": upload_limit},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "shared": "yes: other sessions' tests ran on the same 2 cores",
+        },
+        "limits": {
+            name: getattr(settings, name) for name in settings_fields if name.startswith("max_")
+        }
+        | {"max_upload_bytes": upload_limit},
         "api_rss_bytes": {"idle": idle_rss, "model_loaded": loaded_rss},
         "targets": {"peak_rss_bytes_below": RSS_TARGET, "disk_bytes_at_most": upload_limit},
         "outcomes": [vars(outcome) for outcome in outcomes],
-        "met": all(o.peak_rss_bytes < RSS_TARGET and o.disk_bytes <= upload_limit
-                   for o in outcomes),
+        "met": all(
+            o.peak_rss_bytes < RSS_TARGET and o.disk_bytes <= upload_limit for o in outcomes
+        ),
     }
 
 
@@ -244,8 +291,10 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for o in results["outcomes"]:
-        lines.append(f"| {o['name']} | {o['status']} | {o['seconds']} | "
-                     f"{o['peak_rss_bytes'] / mib:.0f} | {o['disk_bytes']} |")
+        lines.append(
+            f"| {o['name']} | {o['status']} | {o['seconds']} | "
+            f"{o['peak_rss_bytes'] / mib:.0f} | {o['disk_bytes']} |"
+        )
     lines += ["", f"All targets met: **{'yes' if results['met'] else 'no'}**.", ""]
     return "\n".join(lines)
 

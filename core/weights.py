@@ -36,8 +36,10 @@ def weights_path(name: str, weights_root: Path | None, field: str) -> Path:
 
 def requested_weights(hyperparameters: dict, options: dict) -> dict[str, str]:
     """{field: name} of each place a job asks for pretrained weights."""
-    asked = {FIELDS[0]: hyperparameters.get("pretrained_weights"),
-             FIELDS[1]: options.get("pretrained_weights")}
+    asked = {
+        FIELDS[0]: hyperparameters.get("pretrained_weights"),
+        FIELDS[1]: options.get("pretrained_weights"),
+    }
     return {field: name for field, name in asked.items() if name is not None}
 
 

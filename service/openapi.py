@@ -56,13 +56,16 @@ NO_BACKEND = {("get", "/healthz"), ("get", "/architectures"), ("get", "/readyz")
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` for a route: these statuses, each with the error body."""
-    return {status: {"model": ErrorPublic, "description": DESCRIPTIONS[status]}
-            for status in statuses}
+    return {
+        status: {"model": ErrorPublic, "description": DESCRIPTIONS[status]} for status in statuses
+    }
 
 
 def _error_response(status: int) -> dict[str, Any]:
-    return {"description": DESCRIPTIONS[status],
-            "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    return {
+        "description": DESCRIPTIONS[status],
+        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+    }
 
 
 def complete_operation(method: str, path: str, operation: dict[str, Any]) -> None:
@@ -102,8 +105,9 @@ def install_contract(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
-                                 routes=app.routes)
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
             for path, item in schema.get("paths", {}).items():
                 for method, operation in item.items():
                     complete_operation(method, path, operation)
@@ -131,7 +135,9 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
     """Every method the document lists for the path `path` matches (for 405's Allow)."""
     paths = app.openapi().get("paths", {})
     # A literal path (/datasets/register) is its own resource, not an id of /datasets/{id}.
-    matching = [paths[path]] if path in paths else [
-        item for template, item in paths.items() if path_pattern(template).fullmatch(path)
-    ]
+    matching = (
+        [paths[path]]
+        if path in paths
+        else [item for template, item in paths.items() if path_pattern(template).fullmatch(path)]
+    )
     return sorted({method.upper() for item in matching for method in item})

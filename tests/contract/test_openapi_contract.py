@@ -37,13 +37,31 @@ def live_api(tmp_path: Path, synth_zip: Path) -> Iterator[str]:
     home = tmp_path / "home"
     upgrade(Settings(home=home).database)
     port = free_port()
-    env = dict(os.environ, FOODLAB_HOME=str(home), FOODLAB_API_TOKENS=TOKEN,
-               FOODLAB_MAX_UPLOAD_BYTES=str(2 * 1024 * 1024), OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        FOODLAB_HOME=str(home),
+        FOODLAB_API_TOKENS=TOKEN,
+        FOODLAB_MAX_UPLOAD_BYTES=str(2 * 1024 * 1024),
+        OMP_NUM_THREADS="1",
+    )
     log = (tmp_path / "api.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1",
-         "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "service.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(url, process)
@@ -69,12 +87,23 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
 
 def seed(url: str, synth_zip: Path) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    dataset = httpx.post(f"{url}/datasets", headers=headers, timeout=60,
-                         files={"file": ("dishes.zip", synth_zip.read_bytes())})
+    dataset = httpx.post(
+        f"{url}/datasets",
+        headers=headers,
+        timeout=60,
+        files={"file": ("dishes.zip", synth_zip.read_bytes())},
+    )
     assert dataset.status_code == 201, dataset.text
-    job = httpx.post(f"{url}/jobs", headers=headers, timeout=30, json={
-        "dataset_id": dataset.json()["id"], "architecture": {"name": "resnet34"},
-        "hyperparameters": {"epochs": 1, "image_size": 32}})
+    job = httpx.post(
+        f"{url}/jobs",
+        headers=headers,
+        timeout=30,
+        json={
+            "dataset_id": dataset.json()["id"],
+            "architecture": {"name": "resnet34"},
+            "hyperparameters": {"epochs": 1, "image_size": 32},
+        },
+    )
     assert job.status_code == 201, job.text
     # Warm, as a deployed API is: the first listing counts every network's FLOPs (seconds on
     # a loaded machine), later ones are cached; the fuzzer's time limit is per response.
@@ -84,12 +113,30 @@ def seed(url: str, synth_zip: Path) -> None:
 @pytest.mark.integration
 def test_the_api_keeps_its_openapi_contract(live_api: str, tmp_path: Path) -> None:
     command = [
-        str(Path(sys.executable).with_name("schemathesis")), "--no-color",
-        "--config-file", str(CONFIG), "run", f"{live_api}/openapi.json",
-        "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful",
-        "--max-examples", str(MAX_EXAMPLES), "--seed", "20261201", "--workers", "1",
-        "--header", f"Authorization: Bearer {TOKEN}", "--request-timeout", "30",
-        "--generation-database", "none", "--warnings", "off",
+        str(Path(sys.executable).with_name("schemathesis")),
+        "--no-color",
+        "--config-file",
+        str(CONFIG),
+        "run",
+        f"{live_api}/openapi.json",
+        "--checks",
+        "all",
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        "20261201",
+        "--workers",
+        "1",
+        "--header",
+        f"Authorization: Bearer {TOKEN}",
+        "--request-timeout",
+        "30",
+        "--generation-database",
+        "none",
+        "--warnings",
+        "off",
     ]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=400)
     report = result.stdout[-12_000:] + result.stderr[-3_000:]

@@ -32,7 +32,7 @@ def _patch(data: bytes, old: bytes, new: bytes, which: int) -> bytes:
     at = -1
     for _ in range(which + 1):
         at = data.index(old, at + 1)
-    return data[:at] + new + data[at + len(old):]
+    return data[:at] + new + data[at + len(old) :]
 
 
 def file_then_folder() -> bytes:
@@ -60,14 +60,14 @@ def bad_crc() -> bytes:
     data = _zip(_valid_classes())
     body = jpeg_bytes(8, 8, 0)
     at = data.index(body) + len(body) // 2
-    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
 
 
 def bad_offsets() -> bytes:
     data = _zip(_valid_classes())
     # The first central-directory record's "relative offset of local header" (byte 42).
     cd = data.index(b"PK\x01\x02")
-    return data[: cd + 42] + struct.pack("<I", 0x7FFFFFF0) + data[cd + 46:]
+    return data[: cd + 42] + struct.pack("<I", 0x7FFFFFF0) + data[cd + 46 :]
 
 
 MALFORMED = {

@@ -29,8 +29,9 @@ EXPECTED_WORDS = {
 
 
 def upload(client: TestClient, data: bytes, **headers: str):
-    return client.post("/datasets", files={"file": ("d.zip", data, "application/zip")},
-                       headers=headers)
+    return client.post(
+        "/datasets", files={"file": ("d.zip", data, "application/zip")}, headers=headers
+    )
 
 
 def zip_of(entries: dict[str, bytes]) -> bytes:
@@ -61,8 +62,9 @@ def test_each_kind_of_malformed_zip_is_a_422_naming_it(
 
 
 def test_a_one_class_zip_says_it_found_one_class(client: TestClient) -> None:
-    response = upload(client, zip_of({"pizza/1.jpg": jpeg_bytes(8, 8, 1),
-                                      "pizza/2.jpg": jpeg_bytes(8, 8, 2)}))
+    response = upload(
+        client, zip_of({"pizza/1.jpg": jpeg_bytes(8, 8, 1), "pizza/2.jpg": jpeg_bytes(8, 8, 2)})
+    )
     assert response.status_code == 422
     assert "found 1 (pizza)" in response.json()["detail"]
 
@@ -118,20 +120,31 @@ def guarded(tmp_path: Path) -> TestClient:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("post", "/jobs"), ("post", "/datasets/register"), ("post", "/datasets"),
-     ("post", "/jobs/1/cancel"), ("delete", "/jobs/1"), ("post", "/models/1/promote")],
+    [
+        ("post", "/jobs"),
+        ("post", "/datasets/register"),
+        ("post", "/datasets"),
+        ("post", "/jobs/1/cancel"),
+        ("delete", "/jobs/1"),
+        ("post", "/models/1/promote"),
+    ],
 )
-def test_no_token_is_401_even_for_an_invalid_body(guarded: TestClient, method: str,
-                                                   path: str) -> None:
-    response = guarded.request(method, path, content=b"{not json",
-                               headers={"content-type": "application/json"})
+def test_no_token_is_401_even_for_an_invalid_body(
+    guarded: TestClient, method: str, path: str
+) -> None:
+    response = guarded.request(
+        method, path, content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 401, response.text
     assert response.json()["field"] == "authorization"
 
 
 def test_with_the_token_the_same_invalid_body_is_422(guarded: TestClient) -> None:
-    response = guarded.post("/jobs", content=b"{not json", headers={
-        "content-type": "application/json", "authorization": "Bearer s3cret"})
+    response = guarded.post(
+        "/jobs",
+        content=b"{not json",
+        headers={"content-type": "application/json", "authorization": "Bearer s3cret"},
+    )
     assert response.status_code == 422 and response.json()["field"] == "body"
 
 
@@ -140,17 +153,30 @@ HUGE = 2**63  # one past the largest row id: SQLite and PostgreSQL would overflo
 
 @pytest.mark.parametrize(
     ("method", "url"),
-    [("get", f"/jobs/{HUGE}"), ("get", f"/jobs/{HUGE}/metrics"),
-     ("get", f"/jobs/{HUGE}/checkpoints"), ("post", f"/jobs/{HUGE}/cancel"),
-     ("delete", f"/jobs/{HUGE}"), ("get", f"/datasets/{HUGE}"), ("delete", f"/datasets/{HUGE}"),
-     ("get", f"/jobs?dataset_id={HUGE}"), ("get", f"/jobs?offset={HUGE}"),
-     ("get", f"/datasets?offset={HUGE}"), ("get", f"/models?dataset_id={HUGE}"),
-     ("get", f"/models/serving?dataset_id={HUGE}"), ("post", f"/models/{HUGE}/promote"),
-     ("delete", f"/models/{HUGE}/promote"), ("get", f"/jobs/{HUGE}/curves.png"),
-     ("get", f"/jobs/{HUGE}/gradients.png"), ("get", f"/compare?jobs=1,{HUGE}"),
-     ("get", f"/compare?jobs=1&baseline={HUGE}"), ("get", f"/compare/curves.png?jobs={HUGE}"),
-     ("get", f"/compare/gradients.png?jobs={HUGE}"), ("post", f"/predict?job_id={HUGE}"),
-     ("post", f"/predict?dataset_id={HUGE}")],
+    [
+        ("get", f"/jobs/{HUGE}"),
+        ("get", f"/jobs/{HUGE}/metrics"),
+        ("get", f"/jobs/{HUGE}/checkpoints"),
+        ("post", f"/jobs/{HUGE}/cancel"),
+        ("delete", f"/jobs/{HUGE}"),
+        ("get", f"/datasets/{HUGE}"),
+        ("delete", f"/datasets/{HUGE}"),
+        ("get", f"/jobs?dataset_id={HUGE}"),
+        ("get", f"/jobs?offset={HUGE}"),
+        ("get", f"/datasets?offset={HUGE}"),
+        ("get", f"/models?dataset_id={HUGE}"),
+        ("get", f"/models/serving?dataset_id={HUGE}"),
+        ("post", f"/models/{HUGE}/promote"),
+        ("delete", f"/models/{HUGE}/promote"),
+        ("get", f"/jobs/{HUGE}/curves.png"),
+        ("get", f"/jobs/{HUGE}/gradients.png"),
+        ("get", f"/compare?jobs=1,{HUGE}"),
+        ("get", f"/compare?jobs=1&baseline={HUGE}"),
+        ("get", f"/compare/curves.png?jobs={HUGE}"),
+        ("get", f"/compare/gradients.png?jobs={HUGE}"),
+        ("post", f"/predict?job_id={HUGE}"),
+        ("post", f"/predict?dataset_id={HUGE}"),
+    ],
 )
 def test_ids_beyond_64_bits_are_422_not_500(client: TestClient, method: str, url: str) -> None:
     response = client.request(method, url)
@@ -166,10 +192,12 @@ def test_a_huge_dataset_id_in_a_job_body_is_422(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"hyperparameters": {"epochs": True}}, "hyperparameters.epochs"),
-     ({"hyperparameters": {"lr": "0.1"}}, "hyperparameters.lr"),
-     ({"repeats": True}, "repeats"),
-     ({"dataset_id": "1"}, "dataset_id")],
+    [
+        ({"hyperparameters": {"epochs": True}}, "hyperparameters.epochs"),
+        ({"hyperparameters": {"lr": "0.1"}}, "hyperparameters.lr"),
+        ({"repeats": True}, "repeats"),
+        ({"dataset_id": "1"}, "dataset_id"),
+    ],
 )
 def test_job_specs_are_strictly_typed(client: TestClient, body: dict, field: str) -> None:
     job = {"dataset_id": 1, "architecture": {"name": "resnet34"}} | body
@@ -188,15 +216,20 @@ def test_pretrained_weights_are_names_in_the_weights_root(tmp_path: Path, where:
     def create(name: str):
         hyper = {"pretrained_weights": name} if where == "hyperparameters" else {}
         options = {"pretrained_weights": name} if where == "options" else {}
-        return client.post("/jobs", json={
-            "dataset_id": 1, "architecture": {"name": "resnet34", "options": options},
-            "hyperparameters": hyper})
+        return client.post(
+            "/jobs",
+            json={
+                "dataset_id": 1,
+                "architecture": {"name": "resnet34", "options": options},
+                "hyperparameters": hyper,
+            },
+        )
 
     with client_for(settings) as client:
         existing, missing = create("/etc/passwd"), create("/no/such/file")
         escape = create("../home/foodlab.db")
         known = create("imagenet.pth")
-    field = ("hyperparameters" if where == "hyperparameters" else "architecture.options")
+    field = "hyperparameters" if where == "hyperparameters" else "architecture.options"
     for response in (existing, missing, escape):
         assert response.status_code == 422
         assert response.json()["field"] == f"{field}.pretrained_weights"
@@ -206,9 +239,14 @@ def test_pretrained_weights_are_names_in_the_weights_root(tmp_path: Path, where:
 
 
 def test_without_a_weights_root_no_pretrained_weights_are_accepted(client: TestClient) -> None:
-    response = client.post("/jobs", json={
-        "dataset_id": 1, "architecture": {"name": "resnet34"},
-        "hyperparameters": {"pretrained_weights": "imagenet.pth"}})
+    response = client.post(
+        "/jobs",
+        json={
+            "dataset_id": 1,
+            "architecture": {"name": "resnet34"},
+            "hyperparameters": {"pretrained_weights": "imagenet.pth"},
+        },
+    )
     assert response.status_code == 422 and "disabled" in response.json()["detail"]
 
 
@@ -261,8 +299,10 @@ def test_the_worker_opens_only_weights_the_name_rule_resolves(tmp_path: Path) ->
 
     def spec(hyper_name: str | None, option_name: str | None) -> TrainSpec:
         options = {"pretrained_weights": option_name} if option_name else {}
-        return TrainSpec(architecture=ArchitectureSpec(name="resnet34", options=options),
-                         hyperparameters=Hyperparameters(pretrained_weights=hyper_name))
+        return TrainSpec(
+            architecture=ArchitectureSpec(name="resnet34", options=options),
+            hyperparameters=Hyperparameters(pretrained_weights=hyper_name),
+        )
 
     resolved = with_weight_files(spec("w.pth", "w.pth"), tmp_path)
     assert resolved.hyperparameters.pretrained_weights == str(tmp_path / "w.pth")
@@ -272,22 +312,32 @@ def test_the_worker_opens_only_weights_the_name_rule_resolves(tmp_path: Path) ->
             with_weight_files(row, None if row.hyperparameters.pretrained_weights else tmp_path)
 
 
-def test_errors_never_echo_huge_values_nor_server_paths(client: TestClient,
-                                                        settings: Settings) -> None:
+def test_errors_never_echo_huge_values_nor_server_paths(
+    client: TestClient, settings: Settings
+) -> None:
     huge = "x" * 5_000_000
     response = client.post("/jobs", json={"dataset_id": 1, "architecture": {"name": huge}})
     assert response.status_code == 422 and len(response.content) < 5_000
-    response = client.post("/jobs", json={"dataset_id": 1, "architecture": {"name": "resnet34"},
-                                          "hyperparameters": {huge: 1}})
+    response = client.post(
+        "/jobs",
+        json={"dataset_id": 1, "architecture": {"name": "resnet34"}, "hyperparameters": {huge: 1}},
+    )
     assert response.status_code == 422 and len(response.content) < 5_000
     assert settings.public_text(f"{settings.home}/datasets/x: broken") == (
-        "$FOODLAB_HOME/datasets/x: broken")
+        "$FOODLAB_HOME/datasets/x: broken"
+    )
 
 
 def test_checkpoint_paths_are_relative_to_the_home(settings: Settings) -> None:
     from core.tables import Checkpoint
     from service.schemas import CheckpointPublic
 
-    row = Checkpoint(kind="best", epoch=1, path=str(settings.home / "checkpoints/job-1/best.pt"),
-                     size_bytes=1, sha256="0" * 64, created_at=datetime.now())
+    row = Checkpoint(
+        kind="best",
+        epoch=1,
+        path=str(settings.home / "checkpoints/job-1/best.pt"),
+        size_bytes=1,
+        sha256="0" * 64,
+        created_at=datetime.now(),
+    )
     assert CheckpointPublic.from_row(row, settings.home).path == "checkpoints/job-1/best.pt"

@@ -17,9 +17,14 @@ from tests.service.conftest import wait_until
 
 
 def create(client: TestClient, dataset_id: int, device: str) -> dict:
-    response = client.post("/jobs", json={
-        "dataset_id": dataset_id, "architecture": {"name": "resnet34"},
-        "hyperparameters": {"epochs": 1, "image_size": 32, "device": device}})
+    response = client.post(
+        "/jobs",
+        json={
+            "dataset_id": dataset_id,
+            "architecture": {"name": "resnet34"},
+            "hyperparameters": {"epochs": 1, "image_size": 32, "device": device},
+        },
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -31,8 +36,9 @@ def dataset_id(client: TestClient, synth_zip: Path) -> int:
     return response.json()["id"]
 
 
-def test_a_cuda_job_without_a_gpu_worker_says_so(client: TestClient, settings: Settings,
-                                                 dataset_id: int) -> None:
+def test_a_cuda_job_without_a_gpu_worker_says_so(
+    client: TestClient, settings: Settings, dataset_id: int
+) -> None:
     job = create(client, dataset_id, "cuda")
     assert job["status"] == "queued" and job["queue"] == "gpu"
     assert "no live worker consumes the 'gpu' queue" in job["waiting"]

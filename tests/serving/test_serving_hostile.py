@@ -71,7 +71,8 @@ def test_requests_decode_one_at_a_time_when_told(
 
     monkeypatch.setattr(predict_route, "upright_rgb", slow_decode)
     with ThreadPoolExecutor(4) as pool:
-        statuses = list(pool.map(lambda _: send(client, png(64, 64), png(64, 64)).status_code,
-                                 range(4)))
+        statuses = list(
+            pool.map(lambda _: send(client, png(64, 64), png(64, 64)).status_code, range(4))
+        )
     assert statuses == [200] * 4
     assert most[0] == 1  # never two images decoded at once, across requests or within one
