@@ -13,7 +13,7 @@ from core import repository as repo
 from core.db import session_scope
 from core.settings import Settings
 from core.tables import WorkerPresence, utcnow
-from tests.service.conftest import wait_until
+from tests.support import wait_until
 
 
 def create(client: TestClient, dataset_id: int, device: str) -> dict:
