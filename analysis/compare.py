@@ -38,8 +38,12 @@ METRIC_FIELDS = (
     "inference_ms",
     "test_accuracy",
 )
-ACCURACY_FIELDS = ("best_val_accuracy", "final_val_accuracy", "final_train_accuracy",
-                   "test_accuracy")
+ACCURACY_FIELDS = (
+    "best_val_accuracy",
+    "final_val_accuracy",
+    "final_train_accuracy",
+    "test_accuracy",
+)
 
 # Hyperparameters whose difference is reported on its own (or not at all), not as a
 # generic "hyperparameters differ": the seed varies across repeats by design, the split and
@@ -327,8 +331,10 @@ def job_labels(records: Sequence[JobRecord], include_seed: bool = True) -> dict[
     labels = {}
     for record in records:
         settings = _settings(record)
-        parts = [record.architecture,
-                 *(f"{k}={_short(settings.get(k))}" for k in keys if k in settings)]
+        parts = [
+            record.architecture,
+            *(f"{k}={_short(settings.get(k))}" for k in keys if k in settings),
+        ]
         labels[record.id] = " ".join(parts)
     # Identical labels would make a legend useless: tell such jobs apart by id.
     counts = Counter(labels.values())

@@ -28,7 +28,11 @@ GRADIENTS_SIZE = (12.0, 4.8)
 TRADEOFF_SIZE = (14.0, 4.2)
 GOLDEN_RATIO_CONJUGATE = 0.618033988749895
 BEST_MARKER: dict[str, Any] = {
-    "marker": "*", "s": 160, "edgecolors": "black", "linewidths": 0.6, "zorder": 5
+    "marker": "*",
+    "s": 160,
+    "edgecolors": "black",
+    "linewidths": 0.6,
+    "zorder": 5,
 }
 
 
@@ -272,9 +276,11 @@ COSTS = (
 )
 
 
-def tradeoff_figure(points: Sequence[TradeoffPoint],
-                    accuracy_label: str = "best validation accuracy",
-                    time_label: str = "seconds per epoch") -> Figure:
+def tradeoff_figure(
+    points: Sequence[TradeoffPoint],
+    accuracy_label: str = "best validation accuracy",
+    time_label: str = "seconds per epoch",
+) -> Figure:
     """Accuracy against each cost, one marker per model (± std over repeats); the labels say
     which accuracy (validation or test) and which time (wall or CPU) the points hold."""
     figure = Figure(figsize=TRADEOFF_SIZE, dpi=DPI, layout="constrained")

@@ -133,33 +133,58 @@ def _tuning_section(rows: Sequence[TuningRow]) -> str:
     """Tuned against untuned, per network: whether a gap is the architecture's or the recipe's."""
     if not rows:
         return ""
-    header = [_("model"), _("search (trials)"), _("best parameters"),
-              _("search's best val acc"), _("untuned test acc"), _("tuned test acc"),
-              _("tuned − untuned"), _("untuned best val acc"), _("tuned best val acc")]
+    header = [
+        _("model"),
+        _("search (trials)"),
+        _("best parameters"),
+        _("search's best val acc"),
+        _("untuned test acc"),
+        _("tuned test acc"),
+        _("tuned − untuned"),
+        _("untuned best val acc"),
+        _("tuned best val acc"),
+    ]
     table = []
     for row in rows:
         tuned, untuned = row.tuned["test_accuracy"], row.untuned["test_accuracy"]
-        gain = (MISSING if tuned.mean is None or untuned.mean is None
-                else _("{points} pp").format(points=number(100 * (tuned.mean - untuned.mean),
-                                                            "+.1f")))
-        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in row.best_params.items())
-        table.append([row.architecture, f"{row.search_id} ({row.trials})", params,
-                      fmt_percent(row.search_value), stat_percent(untuned), stat_percent(tuned),
-                      gain, stat_percent(row.untuned["best_val_accuracy"]),
-                      stat_percent(row.tuned["best_val_accuracy"])])
-    return "\n".join([
-        "## " + _("Tuned against untuned"),
-        "",
-        _("Each network had a search with the same space, the same number of trials and the "
-          "same budget (epochs, split, held-out test part), chosen on validation accuracy; then "
-          "its best configuration and its untuned preset were trained with the same seeds. Test "
-          "accuracy (mean ± std over seeds) is on images that neither the searches nor the "
-          "training saw. A gap between networks that survives tuning is the architecture's; one "
-          "that tuning closes was the recipe's. The rest of this report compares the tuned runs."),
-        "",
-        markdown_table(header, table),
-    ])
+        gain = (
+            MISSING
+            if tuned.mean is None or untuned.mean is None
+            else _("{points} pp").format(points=number(100 * (tuned.mean - untuned.mean), "+.1f"))
+        )
+        params = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in row.best_params.items()
+        )
+        table.append(
+            [
+                row.architecture,
+                f"{row.search_id} ({row.trials})",
+                params,
+                fmt_percent(row.search_value),
+                stat_percent(untuned),
+                stat_percent(tuned),
+                gain,
+                stat_percent(row.untuned["best_val_accuracy"]),
+                stat_percent(row.tuned["best_val_accuracy"]),
+            ]
+        )
+    return "\n".join(
+        [
+            "## " + _("Tuned against untuned"),
+            "",
+            _(
+                "Each network had a search with the same space, the same number of trials and the "
+                "same budget (epochs, split, held-out test part), chosen on validation accuracy; then "
+                "its best configuration and its untuned preset were trained with the same seeds. Test "
+                "accuracy (mean ± std over seeds) is on images that neither the searches nor the "
+                "training saw. A gap between networks that survives tuning is the architecture's; one "
+                "that tuning closes was the recipe's. The rest of this report compares the tuned runs."
+            ),
+            "",
+            markdown_table(header, table),
+        ]
+    )
 
 
 def _header(study: StudyData) -> str:
@@ -242,12 +267,15 @@ def _summary(study: StudyData) -> str:
     lines.append("- " + highest_accuracy_sentence(comparison))
     if result_metric(comparison)[0] == "test_accuracy":
         sizes = sorted({r.test_size for r in comparison.rows if r.test_size})
-        lines.append("- " + _(
-            "**The result is the test accuracy**: each job's best checkpoint scored once on "
-            "{images} held-out images that no training, early stopping, checkpoint choice or "
-            "search saw. Best validation accuracy chose the epoch, so it is optimistic; it is "
-            "shown beside it."
-        ).format(images="/".join(map(str, sizes))))
+        lines.append(
+            "- "
+            + _(
+                "**The result is the test accuracy**: each job's best checkpoint scored once on "
+                "{images} held-out images that no training, early stopping, checkpoint choice or "
+                "search saw. Best validation accuracy chose the epoch, so it is optimistic; it is "
+                "shown beside it."
+            ).format(images="/".join(map(str, sizes)))
+        )
     if len(comparison.groups) > 1 and all_within_noise(comparison, study.baselines):
         lines.append(
             _(
@@ -680,8 +708,11 @@ def _all_models_section(study: StudyData, figures: dict[str, Figure]) -> str:
     )
 
 
-def tradeoff_points(groups: Sequence[GroupSummary], accuracy: str = "best_val_accuracy",
-                    time_field: str = "mean_epoch_seconds") -> list[TradeoffPoint]:
+def tradeoff_points(
+    groups: Sequence[GroupSummary],
+    accuracy: str = "best_val_accuracy",
+    time_field: str = "mean_epoch_seconds",
+) -> list[TradeoffPoint]:
     return [
         TradeoffPoint(
             label=g.label,
@@ -696,8 +727,11 @@ def tradeoff_points(groups: Sequence[GroupSummary], accuracy: str = "best_val_ac
     ]
 
 
-def tradeoff_table(points: Sequence[TradeoffPoint], accuracy_header: str = N_("best val acc"),
-                   time_header: str = N_("s / epoch")) -> str:
+def tradeoff_table(
+    points: Sequence[TradeoffPoint],
+    accuracy_header: str = N_("best val acc"),
+    time_header: str = N_("s / epoch"),
+) -> str:
     header = [
         _("model"),
         _(accuracy_header),
@@ -730,20 +764,31 @@ def _tradeoff_section(study: StudyData, figures: dict[str, Figure]) -> str:
     cpu = time_field == "mean_epoch_cpu_seconds"
     loads = [r.mean_load_average for r in study.comparison.rows if r.mean_load_average is not None]
     text = [
-        _("{accuracy} against what it costs. A model is *Pareto-optimal* for a cost when no "
-          "other model is at least as accurate and at most as costly (and better in one).")
-        .format(accuracy=_(accuracy_words).capitalize()),
-        _("Training time is **CPU seconds per epoch**: the CPU time the training process "
-          "spent, which other work on the machine barely changes (wall seconds are in the "
-          "tables above).") if cpu else
-        _("Training time is **wall seconds per epoch**: other work on the machine inflates it, "
-          "so compare it only between runs made under the same conditions."),
-        _("Latency is the median of many timed single-image forward passes on the CPU after "
-          "warm-up, a wall-clock figure that the median keeps from most interruptions."),
+        _(
+            "{accuracy} against what it costs. A model is *Pareto-optimal* for a cost when no "
+            "other model is at least as accurate and at most as costly (and better in one)."
+        ).format(accuracy=_(accuracy_words).capitalize()),
+        _(
+            "Training time is **CPU seconds per epoch**: the CPU time the training process "
+            "spent, which other work on the machine barely changes (wall seconds are in the "
+            "tables above)."
+        )
+        if cpu
+        else _(
+            "Training time is **wall seconds per epoch**: other work on the machine inflates it, "
+            "so compare it only between runs made under the same conditions."
+        ),
+        _(
+            "Latency is the median of many timed single-image forward passes on the CPU after "
+            "warm-up, a wall-clock figure that the median keeps from most interruptions."
+        ),
     ]
     if loads:
-        text.append(_("The 1-minute load average during the epochs was {low}-{high}.").format(
-            low=number(min(loads), ".1f"), high=number(max(loads), ".1f")))
+        text.append(
+            _("The 1-minute load average during the epochs was {low}-{high}.").format(
+                low=number(min(loads), ".1f"), high=number(max(loads), ".1f")
+            )
+        )
     return "\n".join(
         [
             "## " + _("Trade-offs"),
@@ -752,9 +797,11 @@ def _tradeoff_section(study: StudyData, figures: dict[str, Figure]) -> str:
             "",
             "![" + _("trade-offs") + "](tradeoff.png)",
             "",
-            tradeoff_table(points, N_("test acc") if accuracy == "test_accuracy"
-                           else N_("best val acc"),
-                           N_("CPU s / epoch") if cpu else N_("s / epoch")),
+            tradeoff_table(
+                points,
+                N_("test acc") if accuracy == "test_accuracy" else N_("best val acc"),
+                N_("CPU s / epoch") if cpu else N_("s / epoch"),
+            ),
         ]
     )
 

@@ -50,19 +50,35 @@ class TunedArchitecture:
     untuned_ids: list[int]
 
 
-def search_body(dataset_id: int, architecture: str, plan: StudyPlan, n_trials: int,
-                space: dict[str, Any] | None = None) -> dict[str, Any]:
+def search_body(
+    dataset_id: int,
+    architecture: str,
+    plan: StudyPlan,
+    n_trials: int,
+    space: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
-        "dataset_id": dataset_id, "architecture": {"name": architecture},
-        "preset": plan.preset, "hyperparameters": plan.overrides,
-        "space": space or DEFAULT_SPACE, "n_trials": n_trials, "max_parallel": 2,
-        "objective": "val_accuracy", "pruner": "median", "sampler": "tpe",
+        "dataset_id": dataset_id,
+        "architecture": {"name": architecture},
+        "preset": plan.preset,
+        "hyperparameters": plan.overrides,
+        "space": space or DEFAULT_SPACE,
+        "n_trials": n_trials,
+        "max_parallel": 2,
+        "objective": "val_accuracy",
+        "pruner": "median",
+        "sampler": "tpe",
         "seed": int(plan.overrides.get("seed", 0)),
     }
 
 
-def tune(backend: SearchBackend, plan: StudyPlan, data: Path, n_trials: int,
-         wait: Callable[[dict[str, int]], dict[str, dict[str, Any]]]) -> list[TunedArchitecture]:
+def tune(
+    backend: SearchBackend,
+    plan: StudyPlan,
+    data: Path,
+    n_trials: int,
+    wait: Callable[[dict[str, int]], dict[str, dict[str, Any]]],
+) -> list[TunedArchitecture]:
     """Search each architecture, then submit its tuned and untuned repeats (not yet run).
 
     `wait` follows the searches to their end and returns each one's detail by architecture.
@@ -71,21 +87,33 @@ def tune(backend: SearchBackend, plan: StudyPlan, data: Path, n_trials: int,
         dataset_id = backend.register_dataset(data)
     except DatasetError as exc:
         raise StudyError(f"--data: {exc}", 2) from None
-    searches = {arch: backend.create_search(search_body(dataset_id, arch, plan, n_trials))["id"]
-                for arch in plan.architectures}
+    searches = {
+        arch: backend.create_search(search_body(dataset_id, arch, plan, n_trials))["id"]
+        for arch in plan.architectures
+    }
     details = wait(searches)
     tuned = []
     for arch, detail in details.items():
         best = detail.get("best_trial")
         if best is None:
-            raise StudyError(f"search {searches[arch]} ({arch}): no trial completed; see its "
-                             "trials' jobs for errors")
+            raise StudyError(
+                f"search {searches[arch]} ({arch}): no trial completed; see its "
+                "trials' jobs for errors"
+            )
         fixed = dict(detail["hyperparameters"])
-        tuned.append(TunedArchitecture(
-            architecture=arch, search_id=searches[arch], trials=len(detail["trials"]),
-            best_params=best["params"], best_value=best["value"],
-            tuned_ids=backend.submit(dataset_id, arch, _plan(plan, arch, fixed | best["params"])),
-            untuned_ids=backend.submit(dataset_id, arch, _plan(plan, arch, fixed))))
+        tuned.append(
+            TunedArchitecture(
+                architecture=arch,
+                search_id=searches[arch],
+                trials=len(detail["trials"]),
+                best_params=best["params"],
+                best_value=best["value"],
+                tuned_ids=backend.submit(
+                    dataset_id, arch, _plan(plan, arch, fixed | best["params"])
+                ),
+                untuned_ids=backend.submit(dataset_id, arch, _plan(plan, arch, fixed)),
+            )
+        )
     return tuned
 
 
@@ -102,18 +130,24 @@ def job_labels(tuned: Sequence[TunedArchitecture]) -> dict[int, str]:
     return labels
 
 
-def tuning_rows(tuned: Sequence[TunedArchitecture], tuned_comparison: Comparison,
-                untuned_comparison: Comparison) -> list[TuningRow]:
+def tuning_rows(
+    tuned: Sequence[TunedArchitecture], tuned_comparison: Comparison, untuned_comparison: Comparison
+) -> list[TuningRow]:
     """Per network: the search's best and the seeds' test and validation accuracy."""
+
     def stats(comparison: Comparison, ids: list[int]) -> dict[str, Any]:
         group = next(g for g in comparison.groups if ids[0] in g.job_ids)
         return group.stats
 
     return [
-        TuningRow(architecture=entry.architecture, search_id=entry.search_id,
-                  trials=entry.trials, best_params=entry.best_params,
-                  search_value=entry.best_value,
-                  tuned=stats(tuned_comparison, entry.tuned_ids),
-                  untuned=stats(untuned_comparison, entry.untuned_ids))
+        TuningRow(
+            architecture=entry.architecture,
+            search_id=entry.search_id,
+            trials=entry.trials,
+            best_params=entry.best_params,
+            search_value=entry.best_value,
+            tuned=stats(tuned_comparison, entry.tuned_ids),
+            untuned=stats(untuned_comparison, entry.untuned_ids),
+        )
         for entry in tuned
     ]

@@ -320,8 +320,9 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("")
     missed = [v for v in report["verdicts"] if v["ratio_ok"] is False or v["page_ok"] is False]
     lines.append(
-        "All targets met." if not missed else
-        "Missed: " + "; ".join(f"{v['database']} {v['endpoint']}" for v in missed) + "."
+        "All targets met."
+        if not missed
+        else "Missed: " + "; ".join(f"{v['database']} {v['endpoint']}" for v in missed) + "."
     )
     return "\n".join(lines) + "\n"
 

@@ -58,11 +58,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=available_cpus())
-    parser.add_argument("--workers", type=int, default=available_cpus(),
-                        help="DataLoader processes of the script (torchvision's -j)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=available_cpus(),
+        help="DataLoader processes of the script (torchvision's -j)",
+    )
     parser.add_argument("--preset", default="recommended")
-    parser.add_argument("--epochs", type=int, default=SCRIPT_EPOCHS,
-                        help="the script's epochs (15; fewer only to try the bench out)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=SCRIPT_EPOCHS,
+        help="the script's epochs (15; fewer only to try the bench out)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args()
 
@@ -74,29 +82,43 @@ class PhotoFolder(torchvision.datasets.ImageFolder):
     """ImageFolder without hidden folders (foodlab's own derived files live in one)."""
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        classes = sorted(e.name for e in os.scandir(directory)
-                         if e.is_dir() and not e.name.startswith("."))
+        classes = sorted(
+            e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith(".")
+        )
         return classes, {name: i for i, name in enumerate(classes)}
 
 
 def script_loaders(args: argparse.Namespace, split: Any, scan: Any) -> tuple[DataLoader, ...]:
     size = args.image_size
     normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    train_tf = T.Compose([T.RandomResizedCrop(size, scale=(0.35, 1.0)), T.RandomHorizontalFlip(),
-                          T.ColorJitter(0.2, 0.2, 0.2), T.ToTensor(), normalize])
-    val_tf = T.Compose([T.Resize(default_resize_size(size)), T.CenterCrop(size), T.ToTensor(),
-                        normalize])
+    train_tf = T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=(0.35, 1.0)),
+            T.RandomHorizontalFlip(),
+            T.ColorJitter(0.2, 0.2, 0.2),
+            T.ToTensor(),
+            normalize,
+        ]
+    )
+    val_tf = T.Compose(
+        [T.Resize(default_resize_size(size)), T.CenterCrop(size), T.ToTensor(), normalize]
+    )
     train_set = PhotoFolder(str(args.data), transform=train_tf)
     val_set = PhotoFolder(str(args.data), transform=val_tf)
     # The same split as foodlab's: map its relative paths onto ImageFolder's indexes.
-    index = {Path(path).relative_to(args.data).as_posix(): i
-             for i, (path, _) in enumerate(train_set.samples)}
+    index = {
+        Path(path).relative_to(args.data).as_posix(): i
+        for i, (path, _) in enumerate(train_set.samples)
+    }
     train_idx = [index[scan.files[i]] for i in split.train]
     val_idx = [index[scan.files[i]] for i in split.val]
     common = {"num_workers": args.workers, "persistent_workers": args.workers > 0}
-    return (DataLoader(Subset(train_set, train_idx), batch_size=32, shuffle=True, drop_last=True,
-                       **common),
-            DataLoader(Subset(val_set, val_idx), batch_size=64, **common))
+    return (
+        DataLoader(
+            Subset(train_set, train_idx), batch_size=32, shuffle=True, drop_last=True, **common
+        ),
+        DataLoader(Subset(val_set, val_idx), batch_size=64, **common),
+    )
 
 
 def run_script(args: argparse.Namespace, seed: int, split: Any, scan: Any) -> dict[str, Any]:
@@ -104,10 +126,12 @@ def run_script(args: argparse.Namespace, seed: int, split: Any, scan: Any) -> di
     started = time.perf_counter()
     train_loader, val_loader = script_loaders(args, split, scan)
     model = torchvision.models.resnet34(num_classes=len(scan.class_names))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
-                                weight_decay=5e-4)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=0.1, epochs=args.epochs, steps_per_epoch=len(train_loader))
+        optimizer, max_lr=0.1, epochs=args.epochs, steps_per_epoch=len(train_loader)
+    )
     criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
     accuracies = []
     for _ in range(args.epochs):
@@ -126,17 +150,23 @@ def run_script(args: argparse.Namespace, seed: int, split: Any, scan: Any) -> di
                 total += len(labels)
         accuracies.append(correct / total)
         print(f"script seed {seed} epoch {len(accuracies)}: {accuracies[-1]:.3f}", flush=True)
-    return {"epochs": args.epochs, "seconds": time.perf_counter() - started,
-            "val_accuracy": accuracies, "best_val_accuracy": max(accuracies)}
+    return {
+        "epochs": args.epochs,
+        "seconds": time.perf_counter() - started,
+        "val_accuracy": accuracies,
+        "best_val_accuracy": max(accuracies),
+    }
 
 
 # --- foodlab ----------------------------------------------------------------------------------
 
 
-def run_foodlab(args: argparse.Namespace, seed: int, arch: str, epochs: int,
-                cache: Path) -> dict[str, Any]:
-    hp = resolve_hyperparameters(args.preset, {"image_size": args.image_size, "epochs": epochs,
-                                               "seed": seed})
+def run_foodlab(
+    args: argparse.Namespace, seed: int, arch: str, epochs: int, cache: Path
+) -> dict[str, Any]:
+    hp = resolve_hyperparameters(
+        args.preset, {"image_size": args.image_size, "epochs": epochs, "seed": seed}
+    )
     spec = TrainSpec(architecture=ArchitectureSpec(name=arch), hyperparameters=hp)
     out = Path(tempfile.mkdtemp(prefix="foodlab-recipe-"))
     started = time.perf_counter()
@@ -146,16 +176,22 @@ def run_foodlab(args: argparse.Namespace, seed: int, arch: str, epochs: int,
         shutil.rmtree(out, ignore_errors=True)
     accuracies = [m.val_accuracy for m in result.epochs]
     print(f"foodlab {arch} seed {seed} {epochs} epochs: best {max(accuracies):.3f}", flush=True)
-    return {"arch": arch, "epochs": epochs, "seconds": time.perf_counter() - started,
-            "val_accuracy": accuracies, "best_val_accuracy": max(accuracies),
-            "epoch_seconds": [m.epoch_seconds for m in result.epochs],
-            # The best checkpoint on the held-out test images (the tuning issue's split).
-            "test_accuracy": result.test.accuracy if result.test is not None else None,
-            "hyperparameters": hp.model_dump(mode="json")}
+    return {
+        "arch": arch,
+        "epochs": epochs,
+        "seconds": time.perf_counter() - started,
+        "val_accuracy": accuracies,
+        "best_val_accuracy": max(accuracies),
+        "epoch_seconds": [m.epoch_seconds for m in result.epochs],
+        # The best checkpoint on the held-out test images (the tuning issue's split).
+        "test_accuracy": result.test.accuracy if result.test is not None else None,
+        "hyperparameters": hp.model_dump(mode="json"),
+    }
 
 
-def epochs_in_budget(args: argparse.Namespace, seed: int, budget: float, cache: Path
-                     ) -> tuple[int, float]:
+def epochs_in_budget(
+    args: argparse.Namespace, seed: int, budget: float, cache: Path
+) -> tuple[int, float]:
     """How many epochs of foodlab fit in `budget` seconds (the cache is built in it too)."""
     started = time.perf_counter()
     probe = run_foodlab(args, seed, "resnet34", 1, cache)  # builds the cache: inside the budget
@@ -170,13 +206,17 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, float] | None:
     if not runs:
         return None
     best = [r["best_val_accuracy"] for r in runs]
-    return {"mean": statistics.fmean(best), "std": statistics.stdev(best) if len(best) > 1 else 0.0,
-            "seconds": statistics.fmean(r["seconds"] for r in runs),
-            "epochs": statistics.fmean(r["epochs"] for r in runs)}
+    return {
+        "mean": statistics.fmean(best),
+        "std": statistics.stdev(best) if len(best) > 1 else 0.0,
+        "seconds": statistics.fmean(r["seconds"] for r in runs),
+        "epochs": statistics.fmean(r["epochs"] for r in runs),
+    }
 
 
-def write_results(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]],
-                  context: dict[str, Any]) -> None:
+def write_results(
+    args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], context: dict[str, Any]
+) -> None:
     stats = {name: summary(items) for name, items in runs.items()}
     checks = {}
     if stats["script"] and stats["same_time"]:
@@ -185,39 +225,58 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]
         checks["epochs15_minus_script"] = stats["epochs15"]["mean"] - stats["script"]["mean"]
     if stats["epochs15"] and stats["plain15"]:
         checks["resnet_minus_plain"] = stats["epochs15"]["mean"] - stats["plain15"]["mean"]
-    payload = {"context": context, "summary": stats, "checks": checks, "runs": runs,
-               "targets": {"same_time_minus_script": TARGET_POINTS, "epochs15_minus_script": 0.0,
-                           "resnet_minus_plain": 0.0}}
+    payload = {
+        "context": context,
+        "summary": stats,
+        "checks": checks,
+        "runs": runs,
+        "targets": {
+            "same_time_minus_script": TARGET_POINTS,
+            "epochs15_minus_script": 0.0,
+            "resnet_minus_plain": 0.0,
+        },
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "recipe.json").write_text(json.dumps(payload, indent=2) + "\n")
     (args.out / "recipe.md").write_text(markdown(stats, checks, context))
 
 
-LABELS = {"script": "(s) torchvision script, 15 epochs", "same_time": "(t) foodlab `{preset}`, "
-          "same wall-clock", "epochs15": "(e) foodlab `{preset}`, 15 epochs",
-          "plain15": "(p) foodlab `{preset}` Plain-34, 15 epochs"}
+LABELS = {
+    "script": "(s) torchvision script, 15 epochs",
+    "same_time": "(t) foodlab `{preset}`, same wall-clock",
+    "epochs15": "(e) foodlab `{preset}`, 15 epochs",
+    "plain15": "(p) foodlab `{preset}` Plain-34, 15 epochs",
+}
 
 
 def markdown(stats: dict[str, Any], checks: dict[str, float], context: dict[str, Any]) -> str:
-    lines = ["# Recipe: foodlab against a plain torchvision script (bench/recipe.py)", "",
-             f"ResNet-34 from scratch at {context['image_size']}x{context['image_size']} on "
-             f"{context['data']} ({context['train_size']} training / {context['val_size']} "
-             f"validation photos, same split; {context['test_size']} held out); seeds "
-             f"{context['seeds']}; {context['threads']} threads on {context['cpus']} CPUs "
-             f"({context['cpu']}); load average at the start "
-             f"{context['load_before']}. The machine was shared with other work.", "",
-             "| run | epochs | wall-clock s | best val accuracy (mean ± std) |",
-             "|---|---:|---:|---:|"]
+    lines = [
+        "# Recipe: foodlab against a plain torchvision script (bench/recipe.py)",
+        "",
+        f"ResNet-34 from scratch at {context['image_size']}x{context['image_size']} on "
+        f"{context['data']} ({context['train_size']} training / {context['val_size']} "
+        f"validation photos, same split; {context['test_size']} held out); seeds "
+        f"{context['seeds']}; {context['threads']} threads on {context['cpus']} CPUs "
+        f"({context['cpu']}); load average at the start "
+        f"{context['load_before']}. The machine was shared with other work.",
+        "",
+        "| run | epochs | wall-clock s | best val accuracy (mean ± std) |",
+        "|---|---:|---:|---:|",
+    ]
     for name, label in LABELS.items():
         item = stats[name]
         if item:
-            lines.append(f"| {label.format(preset=context['preset'])} | {item['epochs']:.0f} | "
-                         f"{item['seconds']:.0f} | {100 * item['mean']:.1f}% ± "
-                         f"{100 * item['std']:.1f} |")
+            lines.append(
+                f"| {label.format(preset=context['preset'])} | {item['epochs']:.0f} | "
+                f"{item['seconds']:.0f} | {100 * item['mean']:.1f}% ± "
+                f"{100 * item['std']:.1f} |"
+            )
     lines += ["", "| check | points | target |", "|---|---:|---:|"]
-    names = {"same_time_minus_script": ("(t) - (s)", ">= +8"),
-             "epochs15_minus_script": ("(e) - (s)", ">= 0"),
-             "resnet_minus_plain": ("(e) - (p)", "> 0")}
+    names = {
+        "same_time_minus_script": ("(t) - (s)", ">= +8"),
+        "epochs15_minus_script": ("(e) - (s)", ">= 0"),
+        "resnet_minus_plain": ("(e) - (p)", "> 0"),
+    }
     for key, value in checks.items():
         label, target = names[key]
         lines.append(f"| {label} | {100 * value:+.1f} | {target} |")
@@ -232,12 +291,20 @@ def main() -> None:
     scan = scan_dataset(args.data)
     hp = resolve_hyperparameters(args.preset, {"image_size": args.image_size})
     split = load_or_create_split(scan, hp.val_fraction, hp.split_seed, cache, hp.test_fraction)
-    context = {"data": str(args.data), "image_size": args.image_size, "seeds": args.seeds,
-               "threads": args.threads, "cpus": available_cpus(), "cpu": platform.processor()
-               or platform.machine(), "load_before": [round(x, 1) for x in os.getloadavg()],
-               "torch": torch.__version__, "preset": args.preset,
-               "train_size": len(split.train), "val_size": len(split.val),
-               "test_size": len(split.test)}
+    context = {
+        "data": str(args.data),
+        "image_size": args.image_size,
+        "seeds": args.seeds,
+        "threads": args.threads,
+        "cpus": available_cpus(),
+        "cpu": platform.processor() or platform.machine(),
+        "load_before": [round(x, 1) for x in os.getloadavg()],
+        "torch": torch.__version__,
+        "preset": args.preset,
+        "train_size": len(split.train),
+        "val_size": len(split.val),
+        "test_size": len(split.test),
+    }
     runs: dict[str, list[dict[str, Any]]] = {key: [] for key in LABELS}
     try:
         for seed in args.seeds:
@@ -246,8 +313,11 @@ def main() -> None:
             write_results(args, runs, context)
             shutil.rmtree(cache / "images", ignore_errors=True)  # rebuilt inside the budget
             epochs, setup = epochs_in_budget(args, seed, script["seconds"], cache)
-            context[f"seed{seed}_budget"] = {"seconds": script["seconds"], "epochs": epochs,
-                                             "setup_seconds": setup}
+            context[f"seed{seed}_budget"] = {
+                "seconds": script["seconds"],
+                "epochs": epochs,
+                "setup_seconds": setup,
+            }
             runs["same_time"].append(run_foodlab(args, seed, "resnet34", epochs, cache))
             write_results(args, runs, context)
             runs["epochs15"].append(run_foodlab(args, seed, "resnet34", args.epochs, cache))

@@ -66,8 +66,12 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "indonesian-snacks"
 RESULTS = REPO / "bench" / "results"
 DEFAULT_CACHE_DATA = REPO.parent / "shared" / "datasets" / "food101-dev5"
-TARGETS = {"engine_vs_bare": 0.9, "engine_vs_reference": 1.0, "pipeline_speedup": 5.0,
-           "engine_vs_bare_float32": 1.35}
+TARGETS = {
+    "engine_vs_bare": 0.9,
+    "engine_vs_reference": 1.0,
+    "pipeline_speedup": 5.0,
+    "engine_vs_bare_float32": 1.35,
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -76,27 +80,53 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="JPEG ImageFolder")
     parser.add_argument("--image-size", type=int, default=224 if cuda else 64)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=3 if not cuda else 6,
-                        help="per loop; the first is warm-up and not counted")
-    parser.add_argument("--augmentation", default="standard" if cuda else "none",
-                        choices=["none", "standard"])
-    parser.add_argument("--workers", type=int, default=available_cpus(),
-                        help="DataLoader processes of the reference loop (torchvision: -j)")
-    parser.add_argument("--threads", type=int, default=available_cpus(),
-                        help="torch intra-op threads for every loop (1 on a busy shared machine)")
-    parser.add_argument("--precision", default="auto",
-                        choices=["auto", "float32", "bfloat16", "float16"])
-    parser.add_argument("--cache-data", type=Path, default=DEFAULT_CACHE_DATA,
-                        help="photos whose image-cache build is timed at 64 and 224 px")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=3 if not cuda else 6,
+        help="per loop; the first is warm-up and not counted",
+    )
+    parser.add_argument(
+        "--augmentation", default="standard" if cuda else "none", choices=["none", "standard"]
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=available_cpus(),
+        help="DataLoader processes of the reference loop (torchvision: -j)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=available_cpus(),
+        help="torch intra-op threads for every loop (1 on a busy shared machine)",
+    )
+    parser.add_argument(
+        "--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"]
+    )
+    parser.add_argument(
+        "--cache-data",
+        type=Path,
+        default=DEFAULT_CACHE_DATA,
+        help="photos whose image-cache build is timed at 64 and 224 px",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args()
 
 
 def hyperparameters(args: argparse.Namespace) -> Hyperparameters:
     """The reference study's recipe (plain SGD) at the benchmark's size, batch and augmentation."""
-    return resolve_hyperparameters("reference", {
-        "epochs": args.epochs, "image_size": args.image_size, "batch_size": args.batch_size,
-        "augmentation": args.augmentation, "device": "auto", "precision": args.precision})
+    return resolve_hyperparameters(
+        "reference",
+        {
+            "epochs": args.epochs,
+            "image_size": args.image_size,
+            "batch_size": args.batch_size,
+            "augmentation": args.augmentation,
+            "device": "auto",
+            "precision": args.precision,
+        },
+    )
 
 
 def fresh_model(num_classes: int, runtime: Runtime) -> nn.Module:
@@ -117,14 +147,20 @@ def timed(run: Callable[[], int], runtime: Runtime) -> float:
 class PlainLoop:
     """The textbook loop over any batches: (a) with in-memory tensors, (b) with a DataLoader."""
 
-    def __init__(self, hp: Hyperparameters, runtime: Runtime, num_classes: int,
-                 batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]) -> None:
+    def __init__(
+        self,
+        hp: Hyperparameters,
+        runtime: Runtime,
+        num_classes: int,
+        batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+    ) -> None:
         self.runtime, self.batches = runtime, batches
         self.model = fresh_model(num_classes, runtime)
         self.optimizer = build_optimizer(self.model, hp)  # one optimizer across epochs
         self.criterion = nn.CrossEntropyLoss()
-        self.memory_format = (torch.channels_last if runtime.channels_last
-                              else torch.contiguous_format)
+        self.memory_format = (
+            torch.channels_last if runtime.channels_last else torch.contiguous_format
+        )
 
     def epoch(self) -> float:
         return timed(self._epoch, self.runtime)
@@ -133,8 +169,9 @@ class PlainLoop:
         self.model.train()
         images = 0
         for inputs, labels in self.batches():
-            inputs = inputs.to(self.runtime.device, non_blocking=True,
-                               memory_format=self.memory_format)
+            inputs = inputs.to(
+                self.runtime.device, non_blocking=True, memory_format=self.memory_format
+            )
             labels = labels.to(self.runtime.device, non_blocking=True)
             with self.runtime.autocast():
                 loss = self.criterion(self.model(inputs), labels)
@@ -145,14 +182,14 @@ class PlainLoop:
         return images
 
 
-def bare_batches(args: argparse.Namespace, runtime: Runtime, num_classes: int,
-                 steps: int) -> Callable[[], list[tuple[torch.Tensor, torch.Tensor]]]:
+def bare_batches(
+    args: argparse.Namespace, runtime: Runtime, num_classes: int, steps: int
+) -> Callable[[], list[tuple[torch.Tensor, torch.Tensor]]]:
     """(a) One normalised random batch, already on the device, reused `steps` times."""
     generator = torch.Generator().manual_seed(0)
     shape = (args.batch_size, 3, args.image_size, args.image_size)
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    inputs = torch.randn(shape, generator=generator).to(runtime.device,
-                                                         memory_format=memory_format)
+    inputs = torch.randn(shape, generator=generator).to(runtime.device, memory_format=memory_format)
     labels = torch.randint(0, num_classes, (args.batch_size,), generator=generator)
     return lambda: [(inputs, labels)] * steps
 
@@ -160,20 +197,27 @@ def bare_batches(args: argparse.Namespace, runtime: Runtime, num_classes: int,
 def reference_dataset(args: argparse.Namespace) -> torchvision.datasets.ImageFolder:
     """torchvision's classification reference: PIL decode and transform, per image, per epoch."""
     if args.augmentation == "none":
-        geometry = [T.Resize(default_resize_size(args.image_size)),
-                    T.CenterCrop(args.image_size)]
+        geometry = [T.Resize(default_resize_size(args.image_size)), T.CenterCrop(args.image_size)]
     else:
-        geometry = [T.RandomResizedCrop(args.image_size, scale=(0.25, 1.0)),
-                    T.RandomHorizontalFlip(), T.ColorJitter(0.2, 0.2, 0.2)]
+        geometry = [
+            T.RandomResizedCrop(args.image_size, scale=(0.25, 1.0)),
+            T.RandomHorizontalFlip(),
+            T.ColorJitter(0.2, 0.2, 0.2),
+        ]
     transform = T.Compose([*geometry, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     return torchvision.datasets.ImageFolder(str(args.data), transform=transform)
 
 
 def reference_loader(args: argparse.Namespace, runtime: Runtime) -> DataLoader:
     """(b) As torchvision's reference script: shuffled, -j worker processes, pinned on CUDA."""
-    return DataLoader(reference_dataset(args), batch_size=args.batch_size, shuffle=True,
-                      num_workers=args.workers, pin_memory=runtime.device.type == "cuda",
-                      drop_last=True)
+    return DataLoader(
+        reference_dataset(args),
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        pin_memory=runtime.device.type == "cuda",
+        drop_last=True,
+    )
 
 
 class TakeTurns(TrainingCallback):
@@ -192,8 +236,12 @@ class TakeTurns(TrainingCallback):
         self.rates["engine"].append(metrics.train_images_per_second)
         for name, epoch in self.others.items():
             self.rates[name].append(epoch())
-        print("  " + ", ".join(f"{name} {values[-1]:.1f}" for name, values in self.rates.items())
-              + " images/s", flush=True)
+        print(
+            "  "
+            + ", ".join(f"{name} {values[-1]:.1f}" for name, values in self.rates.items())
+            + " images/s",
+            flush=True,
+        )
 
 
 def steady_rate(values: list[float]) -> float:
@@ -209,9 +257,13 @@ class PipelineLoop:
         self.hp, self.runtime = hyperparameters(args), runtime
         self.data = prepare_data(args.data, self.hp, work / "cache")
         self.transform = BatchTransform(
-            image_size=self.hp.image_size, augmentation=self.hp.augmentation,
-            mean=IMAGENET_MEAN, std=IMAGENET_STD, device=runtime.device,
-            channels_last=runtime.channels_last)
+            image_size=self.hp.image_size,
+            augmentation=self.hp.augmentation,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            device=runtime.device,
+            channels_last=runtime.channels_last,
+        )
         self.crop = None if self.transform.needs_full_image else self.hp.image_size
         self.epochs = 0
 
@@ -222,8 +274,9 @@ class PipelineLoop:
         self.epochs += 1
         generator = torch.Generator().manual_seed(self.epochs)
         plan = batch_plan(len(self.data.train), self.hp.batch_size, generator)
-        batches = iterate_batches(self.data, self.data.train, plan, crop=self.crop,
-                                  num_workers=0, pin_memory=False)
+        batches = iterate_batches(
+            self.data, self.data.train, plan, crop=self.crop, num_workers=0, pin_memory=False
+        )
         return sum(len(self.transform(images, generator)) for images, _ in batches)
 
 
@@ -238,8 +291,10 @@ def interleaved(loops: dict[str, Callable[[], float]], epochs: int) -> dict[str,
     for _ in range(epochs):
         for name, epoch in loops.items():
             rates[name].append(epoch())
-        print("  " + ", ".join(f"{name} {v[-1]:.0f}" for name, v in rates.items())
-              + " images/s", flush=True)
+        print(
+            "  " + ", ".join(f"{name} {v[-1]:.0f}" for name, v in rates.items()) + " images/s",
+            flush=True,
+        )
     return rates
 
 
@@ -253,11 +308,17 @@ def cache_builds(data: Path, work: Path) -> dict[str, dict[str, float]]:
         prepared = prepare_data(data, hp, work / f"cache-{size}")
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         images = len(prepared.train) + len(prepared.val) + len(prepared.test)
-        builds[str(size)] = {"images": images, "seconds": wall,
-                             "images_per_second": images / wall, "cores_busy": cpu / wall,
-                             "decode_threads": decode_threads(get_settings())}
-        print(f"  cache at {size} px: {images / wall:.0f} images/s, {cpu / wall:.2f} cores busy",
-              flush=True)
+        builds[str(size)] = {
+            "images": images,
+            "seconds": wall,
+            "images_per_second": images / wall,
+            "cores_busy": cpu / wall,
+            "decode_threads": decode_threads(get_settings()),
+        }
+        print(
+            f"  cache at {size} px: {images / wall:.0f} images/s, {cpu / wall:.2f} cores busy",
+            flush=True,
+        )
     return builds
 
 
@@ -284,36 +345,58 @@ def write_report(report: dict[str, object], out: Path) -> None:
     (out / "train_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
     ips, ratios, cond = report["images_per_second"], report["ratios"], report["conditions"]
     lines = [
-        "# Training throughput (bench/train_throughput.py)", "",
+        "# Training throughput (bench/train_throughput.py)",
+        "",
         f"ResNet-34, {cond['image_size']}x{cond['image_size']}, batch {cond['batch_size']}, "
         f"augmentation `{cond['augmentation']}`, on {cond['device']}; "
         f"{cond['cpus_available']} CPUs available, load average before "
         f"{', '.join(f'{v:.1f}' for v in cond['load_average_before'])}. "
-        f"Data: {cond['data']}.", "",
-        "| loop | images/s |", "|---|---:|",
+        f"Data: {cond['data']}.",
+        "",
+        "| loop | images/s |",
+        "|---|---:|",
         f"| (a) bare loop, tensors in memory | {ips['bare']:.1f} |",
         f"| (b) reference: ImageFolder + PIL every epoch | {ips['reference']:.1f} |",
-        *([f"| (a32) bare loop in float32 | {ips['bare_float32']:.1f} |",
-           f"| (a') bare loop, other memory format | {ips['bare_other_layout']:.1f} |"]
-          if "bare_float32" in ips else []),
+        *(
+            [
+                f"| (a32) bare loop in float32 | {ips['bare_float32']:.1f} |",
+                f"| (a') bare loop, other memory format | {ips['bare_other_layout']:.1f} |",
+            ]
+            if "bare_float32" in ips
+            else []
+        ),
         f"| (c) foodlab engine | {ips['engine']:.1f} |",
         f"| (d) data only: foodlab pipeline | {ips['pipeline_foodlab']:.0f} |",
         f"| (d) data only: ImageFolder + PIL pipeline | {ips['pipeline_reference']:.0f} |",
-        "", "| ratio | value | target |", "|---|---:|---:|",
+        "",
+        "| ratio | value | target |",
+        "|---|---:|---:|",
         f"| (c)/(a) engine vs bare | {ratios['engine_vs_bare']:.2f} | >= 0.9 |",
         f"| (c)/(b) engine vs reference | {ratios['engine_vs_reference']:.2f} | >= 1.0 |",
         f"| (d) pipeline speed-up | {ratios['pipeline_speedup']:.1f}x | >= 5x |",
-        *([f"| (c)/(a32) engine vs float32 bare | {ratios['engine_vs_bare_float32']:.2f} | "
-           ">= 1.35 |"] if "engine_vs_bare_float32" in ratios else []),
-        "", f"Image cache built once in {report['cache_build_seconds']:.1f} s "
+        *(
+            [
+                f"| (c)/(a32) engine vs float32 bare | {ratios['engine_vs_bare_float32']:.2f} | "
+                ">= 1.35 |"
+            ]
+            if "engine_vs_bare_float32" in ratios
+            else []
+        ),
+        "",
+        f"Image cache built once in {report['cache_build_seconds']:.1f} s "
         "(not in the rates above).",
     ]
     if report.get("cache_builds"):
-        lines += ["", "| (e) image cache build | images | images/s | cores busy | threads |",
-                  "|---|---:|---:|---:|---:|"]
-        lines += [f"| {size} px | {b['images']} | {b['images_per_second']:.0f} | "
-                  f"{b['cores_busy']:.2f} | {b['decode_threads']} |"
-                  for size, b in report["cache_builds"].items()]
+        lines += [
+            "",
+            "| (e) image cache build | images | images/s | cores busy | threads |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {size} px | {b['images']} | {b['images_per_second']:.0f} | "
+            f"{b['cores_busy']:.2f} | {b['decode_threads']} |"
+            for size, b in report["cache_builds"].items()
+        ]
     if "gpu_data_wait_share" in report:
         lines.append(f"Share of GPU time waiting for data: {report['gpu_data_wait_share']:.1%}.")
     (out / "train_throughput.md").write_text("\n".join(lines) + "\n")
@@ -335,27 +418,33 @@ def main() -> None:
         steps = train_size // args.batch_size  # what the engine trains per epoch
         print("training loops, taking turns: (c) engine, (a) bare, (b) reference")
         others = {
-            "bare": PlainLoop(hp, runtime, num_classes,
-                              bare_batches(args, runtime, num_classes, steps)).epoch,
+            "bare": PlainLoop(
+                hp, runtime, num_classes, bare_batches(args, runtime, num_classes, steps)
+            ).epoch,
             "reference": PlainLoop(hp, runtime, num_classes, lambda: loader).epoch,
         }
         if runtime.amp_dtype is not None:  # the float32 ceiling that the precision beats
             fp32 = select_runtime("auto", "float32")
             others["bare_float32"] = PlainLoop(
-                hp, fp32, num_classes, bare_batches(args, fp32, num_classes, steps)).epoch
+                hp, fp32, num_classes, bare_batches(args, fp32, num_classes, steps)
+            ).epoch
             # The other memory format in the same precision: is the engine's choice faster?
             other = replace(runtime, channels_last=not runtime.channels_last)
             others["bare_other_layout"] = PlainLoop(
-                hp, other, num_classes, bare_batches(args, other, num_classes, steps)).epoch
+                hp, other, num_classes, bare_batches(args, other, num_classes, steps)
+            ).epoch
         turns = TakeTurns(others)
         spec = TrainSpec(architecture=ArchitectureSpec(name="resnet34"), hyperparameters=hp)
         train(spec, args.data, work / "run", callbacks=[turns], cache_dir=work / "cache")
         per_epoch = turns.rates
         print("data pipelines (d):")
-        per_epoch |= interleaved({
-            "pipeline_foodlab": PipelineLoop(args, runtime, work).epoch,
-            "pipeline_reference": reference_pipeline(loader, runtime),
-        }, max(args.epochs, 3))
+        per_epoch |= interleaved(
+            {
+                "pipeline_foodlab": PipelineLoop(args, runtime, work).epoch,
+                "pipeline_reference": reference_pipeline(loader, runtime),
+            },
+            max(args.epochs, 3),
+        )
         if args.cache_data.is_dir():
             print(f"image cache builds (e) of {args.cache_data}:")
             report["cache_builds"] = cache_builds(args.cache_data, work)
@@ -367,7 +456,8 @@ def main() -> None:
     report["ratios"] = {
         "engine_vs_bare": rates["engine"] / rates["bare"],
         "engine_vs_reference": rates["engine"] / rates["reference"],
-        "pipeline_speedup": rates["pipeline_foodlab"] / rates["pipeline_reference"]}
+        "pipeline_speedup": rates["pipeline_foodlab"] / rates["pipeline_reference"],
+    }
     if "bare_float32" in rates:
         report["ratios"]["engine_vs_bare_float32"] = rates["engine"] / rates["bare_float32"]
     report["targets"] = TARGETS

@@ -45,9 +45,16 @@ from models import STAGES
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARCHITECTURES = ("plain34", "resnet34", "se_resnet34", "preact_resnet34")
 COMPARED = 20
 TARGET_MS = 1000.0
@@ -61,16 +68,22 @@ def epoch_rows(job_id: int, epochs: int, rng: random.Random) -> list[dict]:
         progress = 1 - math.exp(-epoch / 8)
         val_accuracy = ceiling * progress + rng.uniform(-0.03, 0.03)
         train_accuracy = min(1.0, val_accuracy + 0.1 * progress)
-        rows.append({
-            "job_id": job_id, "epoch": epoch, "train_loss": 1.6 - 1.1 * progress,
-            "train_accuracy": train_accuracy, "val_loss": 1.6 - 0.9 * progress + rng.uniform(0, .1),
-            "val_accuracy": val_accuracy,
-            "lr": 0.05 * 0.5 * (1 + math.cos(math.pi * epoch / epochs)),
-            "epoch_seconds": rng.uniform(9, 11), "train_images_per_second": rng.uniform(60, 70),
-            "generalization_gap": train_accuracy - val_accuracy,
-            "grad_norms": {s: rng.uniform(0.05, 3.0) * (6 - i) for i, s in enumerate(STAGES)},
-            "is_best": False,
-        })
+        rows.append(
+            {
+                "job_id": job_id,
+                "epoch": epoch,
+                "train_loss": 1.6 - 1.1 * progress,
+                "train_accuracy": train_accuracy,
+                "val_loss": 1.6 - 0.9 * progress + rng.uniform(0, 0.1),
+                "val_accuracy": val_accuracy,
+                "lr": 0.05 * 0.5 * (1 + math.cos(math.pi * epoch / epochs)),
+                "epoch_seconds": rng.uniform(9, 11),
+                "train_images_per_second": rng.uniform(60, 70),
+                "generalization_gap": train_accuracy - val_accuracy,
+                "grad_norms": {s: rng.uniform(0.05, 3.0) * (6 - i) for i, s in enumerate(STAGES)},
+                "is_best": False,
+            }
+        )
     return rows
 
 
@@ -81,9 +94,18 @@ def seed(database: str, jobs: int, epochs: int) -> None:
     hyper = resolve_hyperparameters(DEFAULT_PRESET, {"epochs": epochs, "image_size": 64})
     finished = utcnow() - timedelta(days=100)
     with closing(open_session(database)) as session:
-        session.add(Dataset(name="snacks", path="/data/snacks", source="folder",
-                            fingerprint="0" * 64, classes=CLASSES, num_images=200, skipped=[],
-                            counts={c: {"total": 40, "train": 32, "val": 8} for c in CLASSES}))
+        session.add(
+            Dataset(
+                name="snacks",
+                path="/data/snacks",
+                source="folder",
+                fingerprint="0" * 64,
+                classes=CLASSES,
+                num_images=200,
+                skipped=[],
+                counts={c: {"total": 40, "train": 32, "val": 8} for c in CLASSES},
+            )
+        )
         session.flush()
         job_rows, metric_rows = [], []
         for index in range(jobs):
@@ -91,23 +113,37 @@ def seed(database: str, jobs: int, epochs: int) -> None:
             best = max(curve, key=lambda row: row["val_accuracy"])
             best["is_best"] = True
             end = finished + timedelta(minutes=5 * index)
-            job_rows.append({
-                "id": index + 1, "dataset_id": 1, "status": JobStatus.succeeded,
-                "architecture": ARCHITECTURES[(index // 3) % len(ARCHITECTURES)],
-                "architecture_options": {}, "preset": DEFAULT_PRESET, "queue": "cpu",
-                "hyperparameters": hyper.model_dump() | {"seed": index % 3},
-                "group_id": f"{index // 3:08x}-0000-4000-8000-000000000000",
-                "repeat_index": index % 3, "created_at": end - timedelta(minutes=5),
-                "started_at": end - timedelta(minutes=5), "finished_at": end, "attempts": 1,
-                "progress_epoch": epochs, "progress_percent": 100.0, "num_parameters": 21_287_237,
-                "gflops": 0.598, "device": "cpu", "run_info": {"inference_ms": 4.0, "val_size": 40},
-                "best_epoch": best["epoch"], "best_val_accuracy": best["val_accuracy"],
-                "best_val_loss": best["val_loss"],
-            })
+            job_rows.append(
+                {
+                    "id": index + 1,
+                    "dataset_id": 1,
+                    "status": JobStatus.succeeded,
+                    "architecture": ARCHITECTURES[(index // 3) % len(ARCHITECTURES)],
+                    "architecture_options": {},
+                    "preset": DEFAULT_PRESET,
+                    "queue": "cpu",
+                    "hyperparameters": hyper.model_dump() | {"seed": index % 3},
+                    "group_id": f"{index // 3:08x}-0000-4000-8000-000000000000",
+                    "repeat_index": index % 3,
+                    "created_at": end - timedelta(minutes=5),
+                    "started_at": end - timedelta(minutes=5),
+                    "finished_at": end,
+                    "attempts": 1,
+                    "progress_epoch": epochs,
+                    "progress_percent": 100.0,
+                    "num_parameters": 21_287_237,
+                    "gflops": 0.598,
+                    "device": "cpu",
+                    "run_info": {"inference_ms": 4.0, "val_size": 40},
+                    "best_epoch": best["epoch"],
+                    "best_val_accuracy": best["val_accuracy"],
+                    "best_val_loss": best["val_loss"],
+                }
+            )
             metric_rows.extend(curve)
         for table, rows in ((Job, job_rows), (EpochMetric, metric_rows)):
             for start in range(0, len(rows), 5000):
-                session.execute(insert(table), rows[start:start + 5000])
+                session.execute(insert(table), rows[start : start + 5000])
         session.commit()
 
 
@@ -122,8 +158,12 @@ class Api:
         self.log = home / "api.log"
         self.process = subprocess.Popen(
             [str(Path(sys.executable).with_name("foodlab")), "api", "--port", str(self.port)],
-            cwd=REPO, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-            start_new_session=True)
+            cwd=REPO,
+            env=env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + 120
@@ -177,8 +217,11 @@ def measure(browser: Browser, apis: dict[str, Api], jobs: dict[str, int], rounds
 
 
 def summary(samples: list[float]) -> dict[str, float]:
-    return {"median_ms": round(statistics.median(samples), 1), "max_ms": round(max(samples), 1),
-            "samples_ms": [round(s, 1) for s in samples]}
+    return {
+        "median_ms": round(statistics.median(samples), 1),
+        "max_ms": round(max(samples), 1),
+        "samples_ms": [round(s, 1) for s in samples],
+    }
 
 
 def main() -> None:
@@ -195,8 +238,10 @@ def main() -> None:
             home.mkdir()
             started = time.perf_counter()
             seed(f"sqlite:///{home / 'foodlab.db'}", count, args.epochs)
-            print(f"{size}: {count} jobs, {count * args.epochs} epoch rows seeded in "
-                  f"{time.perf_counter() - started:.1f} s")
+            print(
+                f"{size}: {count} jobs, {count * args.epochs} epoch rows seeded in "
+                f"{time.perf_counter() - started:.1f} s"
+            )
             apis[size] = Api(home)
         try:
             for api in apis.values():
@@ -222,13 +267,17 @@ def report(
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared with other work)",
         "load_average_1min": {"before": round(load[0], 1), "after": round(load[1], 1)},
         "database": "SQLite (embedded default)",
-        "jobs": jobs, "epoch_rows": {s: n * args.epochs for s, n in jobs.items()},
-        "compared_jobs": COMPARED, "rounds": args.rounds, "target_ms": TARGET_MS,
+        "jobs": jobs,
+        "epoch_rows": {s: n * args.epochs for s, n in jobs.items()},
+        "compared_jobs": COMPARED,
+        "rounds": args.rounds,
+        "target_ms": TARGET_MS,
         "pages": {page: {size: summary(times[size][page]) for size in jobs} for page in PAGES},
     }
     for sizes in results["pages"].values():
         sizes["ratio_large_to_small"] = round(
-            sizes["large"]["median_ms"] / sizes["small"]["median_ms"], 2)
+            sizes["large"]["median_ms"] / sizes["small"]["median_ms"], 2
+        )
         sizes["meets_target"] = sizes["large"]["max_ms"] < TARGET_MS
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "ui_render.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -250,7 +299,8 @@ def report(
         lines.append(
             f"| {label} | {sizes['large']['median_ms']:.0f} ms ({sizes['large']['max_ms']:.0f}) | "
             f"{sizes['small']['median_ms']:.0f} ms ({sizes['small']['max_ms']:.0f}) | "
-            f"{sizes['ratio_large_to_small']:.2f} | {'yes' if sizes['meets_target'] else 'no'} |")
+            f"{sizes['ratio_large_to_small']:.2f} | {'yes' if sizes['meets_target'] else 'no'} |"
+        )
     (RESULTS / "ui_render.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -26,8 +26,9 @@ def synth(
     per_class: Annotated[int, typer.Option("--per-class", min=1, help="images per dish")] = 40,
     size: Annotated[int, typer.Option("--size", min=16, max=1024, help="side in pixels")] = 128,
     seed: Annotated[int, typer.Option("--seed", min=0, help="same seed, same images")] = 0,
-    as_zip: Annotated[bool, typer.Option("--zip", help="write one .zip instead of a folder")
-                      ] = False,
+    as_zip: Annotated[
+        bool, typer.Option("--zip", help="write one .zip instead of a folder")
+    ] = False,
 ) -> None:
     """Draw the demo dataset: 5 Indonesian dishes in ImageFolder layout, as JPEGs."""
     if as_zip:

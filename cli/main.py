@@ -17,7 +17,12 @@ app = typer.Typer(
 
 # Each module exposes `register(app: typer.Typer) -> None`.
 COMMAND_MODULES = (
-    "cli.train", "cli.datasets", "cli.server", "cli.predict", "cli.study", "cli.search",
+    "cli.train",
+    "cli.datasets",
+    "cli.server",
+    "cli.predict",
+    "cli.study",
+    "cli.search",
     "cli.jobs",
 )
 

@@ -22,8 +22,9 @@ errors = Console(stderr=True)
 POLL_SECONDS = 2.0
 
 
-def wait_for_searches(backend: SearchBackend, searches: dict[str, int],
-                      sleep: Callable[[float], None] = time.sleep) -> dict[str, dict[str, Any]]:
+def wait_for_searches(
+    backend: SearchBackend, searches: dict[str, int], sleep: Callable[[float], None] = time.sleep
+) -> dict[str, dict[str, Any]]:
     """Run (in this process) or follow (on the service) each search to its end."""
     details: dict[str, dict[str, Any]] = {}
     for search_id in searches.values():
@@ -36,8 +37,9 @@ def wait_for_searches(backend: SearchBackend, searches: dict[str, int],
             detail = backend.search_detail(search_id)
             done = sum(t["state"] != "running" for t in detail["trials"])
             if shown.get(label) != done:
-                console.print(f"search {search_id} ({label}): {done}/{detail['n_trials']} trials "
-                              f"finished")
+                console.print(
+                    f"search {search_id} ({label}): {done}/{detail['n_trials']} trials finished"
+                )
                 shown[label] = done
             if detail["status"] != "running":
                 details[label] = detail
@@ -54,11 +56,20 @@ def trials_table(detail: dict[str, Any]) -> Table:
     for trial in detail["trials"]:
         value = "-" if trial["value"] is None else f"{trial['value']:.4f}"
         test = "-" if trial.get("test_accuracy") is None else f"{100 * trial['test_accuracy']:.1f}%"
-        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in trial["params"].items())
-        table.add_row(str(trial["number"]), str(trial["job_id"] or "-"), trial["state"], value,
-                      str(trial["epochs_run"]), test, params,
-                      style="bold green" if trial["number"] == best else None)
+        params = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in trial["params"].items()
+        )
+        table.add_row(
+            str(trial["number"]),
+            str(trial["job_id"] or "-"),
+            trial["state"],
+            value,
+            str(trial["epochs_run"]),
+            test,
+            params,
+            style="bold green" if trial["number"] == best else None,
+        )
     return table
 
 
@@ -84,29 +95,43 @@ def _space(text: str | None) -> dict[str, Any]:
 
 
 def search(
-    data: Annotated[Path | None, typer.Option("--data", help="ImageFolder folder (or .zip)")
-                    ] = None,
-    dataset_id: Annotated[int | None, typer.Option("--dataset-id", min=1,
-                                                   help="a dataset the service has")] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="ImageFolder folder (or .zip)")
+    ] = None,
+    dataset_id: Annotated[
+        int | None, typer.Option("--dataset-id", min=1, help="a dataset the service has")
+    ] = None,
     arch: Annotated[str, typer.Option("--arch")] = "resnet34",
-    option: Annotated[list[str] | None, typer.Option(
-        "--option", help="architecture option key=value (repeatable)")] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", help="architecture option key=value (repeatable)"),
+    ] = None,
     preset: Annotated[str, typer.Option("--preset")] = "recommended",
-    fixed: Annotated[list[str] | None, typer.Option(
-        "--set", help="fixed hyperparameter key=value (repeatable), e.g. epochs=10")] = None,
-    space: Annotated[str | None, typer.Option(
-        "--space", help='JSON (or @file): {"lr": {"low": 0.005, "high": 0.2, "log": true}, '
-        '"optimizer": ["sgd", "adamw"]}; default: lr and weight_decay')] = None,
+    fixed: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="fixed hyperparameter key=value (repeatable), e.g. epochs=10"),
+    ] = None,
+    space: Annotated[
+        str | None,
+        typer.Option(
+            "--space",
+            help='JSON (or @file): {"lr": {"low": 0.005, "high": 0.2, "log": true}, '
+            '"optimizer": ["sgd", "adamw"]}; default: lr and weight_decay',
+        ),
+    ] = None,
     trials: Annotated[int, typer.Option("--trials", min=1)] = 10,
     parallel: Annotated[int, typer.Option("--parallel", min=1)] = 2,
-    objective: Annotated[str, typer.Option("--objective", help="val_accuracy or val_loss")
-                         ] = "val_accuracy",
-    pruner: Annotated[str, typer.Option(
-        "--pruner", help="none, median, successive_halving, hyperband")] = "median",
+    objective: Annotated[
+        str, typer.Option("--objective", help="val_accuracy or val_loss")
+    ] = "val_accuracy",
+    pruner: Annotated[
+        str, typer.Option("--pruner", help="none, median, successive_halving, hyperband")
+    ] = "median",
     sampler: Annotated[str, typer.Option("--sampler", help="tpe, random, grid")] = "tpe",
     seed: Annotated[int | None, typer.Option("--seed", min=0)] = None,
-    local: Annotated[bool, typer.Option("--local", help="train the trials in this process")
-                     ] = False,
+    local: Annotated[
+        bool, typer.Option("--local", help="train the trials in this process")
+    ] = False,
     device: Annotated[str | None, typer.Option("--device", help="with --local")] = None,
     url: Annotated[str, typer.Option("--url", envvar="FOODLAB_URL")] = "http://127.0.0.1:8000",
     token: Annotated[str | None, typer.Option("--token", envvar="FOODLAB_TOKEN")] = None,
@@ -124,9 +149,15 @@ def search(
             body = {
                 "dataset_id": dataset_id,
                 "architecture": {"name": arch, "options": _pairs(option, "--option")},
-                "preset": preset, "hyperparameters": _pairs(fixed, "--set"),
-                "space": _space(space), "n_trials": trials, "max_parallel": parallel,
-                "objective": objective, "pruner": pruner, "sampler": sampler, "seed": seed,
+                "preset": preset,
+                "hyperparameters": _pairs(fixed, "--set"),
+                "space": _space(space),
+                "n_trials": trials,
+                "max_parallel": parallel,
+                "objective": objective,
+                "pruner": pruner,
+                "sampler": sampler,
+                "seed": seed,
             }
             search_id = backend.create_search(body)["id"]
             console.print(f"search {search_id}: {trials} trials of {arch}")

@@ -76,9 +76,26 @@ def worker_command(queues: str | None, device: str | None) -> list[str]:
     from workers.device import worker_queues
 
     selected = queues or ",".join(worker_queues(settings))
-    return [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "--pool", "solo",
-            "--concurrency", "1", "--prefetch-multiplier", "1", "-Q", selected,
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.tasks",
+        "worker",
+        "--pool",
+        "solo",
+        "--concurrency",
+        "1",
+        "--prefetch-multiplier",
+        "1",
+        "-Q",
+        selected,
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 def worker(

@@ -79,9 +79,16 @@ def run_study(
     return report
 
 
-def run_tuned_study(backend: SearchBackend, plan: StudyPlan, data: Path, n_trials: int,
-                    out: Path, command: str, style: ReportStyle,
-                    sleep: Callable[[float], None] = time.sleep) -> Path:
+def run_tuned_study(
+    backend: SearchBackend,
+    plan: StudyPlan,
+    data: Path,
+    n_trials: int,
+    out: Path,
+    command: str,
+    style: ReportStyle,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Path:
     """`--tune N`: a search per architecture, then its best and its untuned preset trained
     with the study's seeds; the report compares the tuned runs and shows tuned vs untuned."""
     from cli.search import wait_for_searches
@@ -99,8 +106,7 @@ def run_tuned_study(backend: SearchBackend, plan: StudyPlan, data: Path, n_trial
     study_data = gather_study(backend, tuned_ids, command)
     untuned = backend.comparison([job_id for entry in tuned for job_id in entry.untuned_ids])
     rows = tuning_rows(tuned, study_data.comparison, untuned)
-    report = write_report(replace(study_data, tuning=rows, title=TUNED_TITLE),
-                          out, style)
+    report = write_report(replace(study_data, tuning=rows, title=TUNED_TITLE), out, style)
     console.print(summary_table(study_data.comparison))
     failed = unsuccessful_jobs(study_data.comparison) + unsuccessful_jobs(untuned)
     if failed:
@@ -167,8 +173,12 @@ def study(
     seed: Annotated[int | None, typer.Option("--seed", min=0, help="first seed")] = None,
     tune: Annotated[
         int | None,
-        typer.Option("--tune", min=1, help="a search of N trials per architecture first; then "
-                     "each one's best and its untuned preset are trained with --repeats seeds"),
+        typer.Option(
+            "--tune",
+            min=1,
+            help="a search of N trials per architecture first; then "
+            "each one's best and its untuned preset are trained with --repeats seeds",
+        ),
     ] = None,
     archs: Annotated[
         str,
@@ -239,15 +249,15 @@ def study(
     try:
         with open_backend(local, device, url, token) as backend:
             if jobs is not None:
-                report = run_study(backend, {job_id: f"job {job_id}" for job_id in job_ids},
-                                   out, command, style)
+                report = run_study(
+                    backend, {job_id: f"job {job_id}" for job_id in job_ids}, out, command, style
+                )
             elif tune is not None:
                 assert data is not None  # checked above: a study without --jobs needs --data
                 report = run_tuned_study(backend, plan, data, tune, out, command, style)
             else:
                 assert data is not None
-                report = run_study(backend, submit_study(backend, plan, data), out, command,
-                                   style)
+                report = run_study(backend, submit_study(backend, plan, data), out, command, style)
     except StudyError as exc:
         _fail(str(exc), exc.exit_code)
     console.print(f"report: {report}")

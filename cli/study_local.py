@@ -102,8 +102,9 @@ class LocalBackend:
             for job_id in job_ids:
                 job = repo.get_job(session=session, job_id=job_id)
                 if job is not None and not job.status.finished:
-                    repo.request_cancel(session=session, job=job,
-                                        stale_after=self.settings.stale_after_seconds)
+                    repo.request_cancel(
+                        session=session, job=job, stale_after=self.settings.stale_after_seconds
+                    )
         if self._thread is not None:
             self._thread.join()
 
@@ -136,8 +137,12 @@ class LocalBackend:
             request = SearchRequest.model_validate(body)
             with self._session() as session:
                 search = searches.create_search(
-                    session=session, database_url=self.settings.database, request=request,
-                    canonical_options=models.canonical_options, queue="local")
+                    session=session,
+                    database_url=self.settings.database,
+                    request=request,
+                    canonical_options=models.canonical_options,
+                    queue="local",
+                )
                 search_id = search.id
         except ValidationError as exc:
             raise StudyError(str(from_validation_error(exc)), 2) from None
@@ -155,9 +160,13 @@ class LocalBackend:
 
         while True:
             with self._session() as session:
-                queued = list(session.scalars(select(Job.id).where(
-                    Job.search_id == search_id, Job.status == JobStatus.queued
-                ).order_by(Job.id)))
+                queued = list(
+                    session.scalars(
+                        select(Job.id)
+                        .where(Job.search_id == search_id, Job.status == JobStatus.queued)
+                        .order_by(Job.id)
+                    )
+                )
             if not queued:
                 return
             for job_id in queued:
@@ -171,10 +180,16 @@ class LocalBackend:
             search = session.get(Search, search_id)
             if search is None:
                 raise StudyError(f"search {search_id} not found in {self.settings.database}", 2)
-            summary = searches.search_summary(session=session,
-                                              database_url=self.settings.database, search=search)
-            return {"id": search.id, "status": search.status.value,
-                    "study_name": search.study_name, "n_trials": search.n_trials,
-                    "architecture": {"name": search.architecture},
-                    "objective": search.objective, "hyperparameters": search.hyperparameters,
-                    **summary}
+            summary = searches.search_summary(
+                session=session, database_url=self.settings.database, search=search
+            )
+            return {
+                "id": search.id,
+                "status": search.status.value,
+                "study_name": search.study_name,
+                "n_trials": search.n_trials,
+                "architecture": {"name": search.architecture},
+                "objective": search.objective,
+                "hyperparameters": search.hyperparameters,
+                **summary,
+            }

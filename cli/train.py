@@ -69,16 +69,28 @@ def _hyperparameter_options() -> list[inspect.Parameter]:
     for name, field in Hyperparameters.model_fields.items():
         flag = "--" + name.replace("_", "-")
         if field.annotation is bool:
-            option = typer.Option(f"{flag}/--no-{flag[2:]}", help=_flag_help(name, field),
-                                  rich_help_panel="Hyperparameters", show_default=False)
+            option = typer.Option(
+                f"{flag}/--no-{flag[2:]}",
+                help=_flag_help(name, field),
+                rich_help_panel="Hyperparameters",
+                show_default=False,
+            )
             annotation = Annotated[bool | None, option]
         else:
             # Strings, validated by pydantic with the preset: one place checks every value.
-            option = typer.Option(flag, help=_flag_help(name, field), metavar=_metavar(field),
-                                  rich_help_panel="Hyperparameters", show_default=False)
+            option = typer.Option(
+                flag,
+                help=_flag_help(name, field),
+                metavar=_metavar(field),
+                rich_help_panel="Hyperparameters",
+                show_default=False,
+            )
             annotation = Annotated[str | None, option]
-        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
-                                            default=None, annotation=annotation))
+        parameters.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
+            )
+        )
     return parameters
 
 
@@ -108,16 +120,23 @@ def hyperparameter_overrides(flags: dict[str, Any]) -> dict[str, Any]:
 
 def run_train(
     *,
-    arch: Annotated[str, typer.Option("--arch", help="architecture (see models.ARCHITECTURES)")
-                    ] = "resnet34",
+    arch: Annotated[
+        str, typer.Option("--arch", help="architecture (see models.ARCHITECTURES)")
+    ] = "resnet34",
     data: Annotated[Path, typer.Option("--data", help="ImageFolder dataset: a folder or a .zip")],
     out: Annotated[Path, typer.Option("--out", help="run folder; an existing run resumes")],
-    preset: Annotated[str, typer.Option("--preset", help=f"one of {', '.join(PRESETS)}")
-                      ] = "reference",
-    option: Annotated[list[str] | None, typer.Option(
-        "--option", help="architecture option key=value (repeatable), e.g. attn=se")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(
-        "--cache-dir", help="image cache and split manifests (default: $FOODLAB_HOME/cache)")
+    preset: Annotated[
+        str, typer.Option("--preset", help=f"one of {', '.join(PRESETS)}")
+    ] = "reference",
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", help="architecture option key=value (repeatable), e.g. attn=se"),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir", help="image cache and split manifests (default: $FOODLAB_HOME/cache)"
+        ),
     ] = None,
     **hyperparameters: Any,
 ) -> None:
@@ -126,14 +145,21 @@ def run_train(
 
     try:
         spec = TrainSpec(
-            architecture=ArchitectureSpec(name=arch,
-                                          options=parse_architecture_options(option or [])),
+            architecture=ArchitectureSpec(
+                name=arch, options=parse_architecture_options(option or [])
+            ),
             hyperparameters=resolve_hyperparameters(
                 preset, hyperparameter_overrides(hyperparameters), from_text=True
-            ))
+            ),
+        )
         with _interrupt_cancels() as stop, ProgressDisplay(stop) as display:
-            result = train(spec, data, out, callbacks=[cast("TrainingCallback", display)],
-                           cache_dir=cache_dir or get_settings().cache_dir)
+            result = train(
+                spec,
+                data,
+                out,
+                callbacks=[cast("TrainingCallback", display)],
+                cache_dir=cache_dir or get_settings().cache_dir,
+            )
     except (SpecError, DatasetError, ValueError, OSError) as exc:
         # ModelConfigError and BundleError are ValueErrors too; all name what to fix, and an
         # OSError names the file (an output folder that cannot be written, a full disk).
@@ -148,8 +174,8 @@ def run_train(
 # eval_str resolves the postponed (string) annotations, which carry the typer options.
 _fixed = inspect.signature(run_train, eval_str=True).parameters.values()
 run_train.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [p for p in _fixed if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    + _hyperparameter_options())
+    [p for p in _fixed if p.kind is not inspect.Parameter.VAR_KEYWORD] + _hyperparameter_options()
+)
 
 
 class StopFlag:
@@ -185,9 +211,16 @@ class ProgressDisplay:
     def __init__(self, stop: StopFlag) -> None:
         self.stop = stop
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), console=console, transient=True)
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
         self.run_task = self.progress.add_task("run", total=None, status="")
         self.epoch_task = self.progress.add_task("epoch", total=None, status="", visible=False)
         self.total_epochs = self.start_epoch = 0
@@ -202,24 +235,34 @@ class ProgressDisplay:
     # The TrainingCallback interface, duck-typed so that this module does not import torch.
     def on_run_start(self, info: RunInfo) -> None:
         self.total_epochs, self.start_epoch = info.total_epochs, info.start_epoch
-        console.print(f"{len(info.class_names)} classes, {info.train_size} training and "
-                      f"{info.val_size} validation images on {info.device}; "
-                      f"{info.num_parameters / 1e6:.1f}M parameters, {info.gflops:.2f} GFLOPs")
+        console.print(
+            f"{len(info.class_names)} classes, {info.train_size} training and "
+            f"{info.val_size} validation images on {info.device}; "
+            f"{info.num_parameters / 1e6:.1f}M parameters, {info.gflops:.2f} GFLOPs"
+        )
         if info.skipped:
             console.print(f"[yellow]skipped {len(info.skipped)} unreadable image(s)[/]")
         if info.history:
             console.print(f"resuming after epoch {len(info.history)}")
         remaining = max(info.total_epochs - info.start_epoch + 1, 0)
-        self.progress.update(self.run_task, total=remaining, completed=0,
-                             description=f"epochs {info.start_epoch}-{info.total_epochs}")
+        self.progress.update(
+            self.run_task,
+            total=remaining,
+            completed=0,
+            description=f"epochs {info.start_epoch}-{info.total_epochs}",
+        )
 
     def on_batch_end(self, progress: BatchProgress) -> None:
         done = progress.epoch - self.start_epoch + progress.batch / progress.total_batches
         self.progress.update(self.run_task, completed=done)
         self.progress.update(
-            self.epoch_task, visible=True, total=progress.total_batches,
-            completed=progress.batch, description=f"epoch {progress.epoch}",
-            status=f"loss {progress.running_loss:.3f}  {progress.images_per_second:.0f} img/s")
+            self.epoch_task,
+            visible=True,
+            total=progress.total_batches,
+            completed=progress.batch,
+            description=f"epoch {progress.epoch}",
+            status=f"loss {progress.running_loss:.3f}  {progress.images_per_second:.0f} img/s",
+        )
 
     def on_epoch_end(self, metrics: Any) -> None:
         best = "  [green]best[/]" if metrics.is_best else ""
@@ -227,7 +270,8 @@ class ProgressDisplay:
             f"epoch {metrics.epoch}/{self.total_epochs}  train loss {metrics.train_loss:.3f} "
             f"acc {_percent(metrics.train_accuracy)}  val loss {metrics.val_loss:.3f} "
             f"acc {_percent(metrics.val_accuracy)}  lr {metrics.lr:.2g}  "
-            f"{metrics.train_images_per_second:.0f} img/s  {metrics.epoch_seconds:.1f}s{best}")
+            f"{metrics.train_images_per_second:.0f} img/s  {metrics.epoch_seconds:.1f}s{best}"
+        )
 
     def on_checkpoint(self, event: Any) -> None:
         pass
@@ -240,28 +284,51 @@ class ProgressDisplay:
 
 
 def print_summary(result: RunResult, out: Path) -> None:
-    table = Table(title=f"{result.status}: {len(result.epochs)} epoch(s), best epoch "
-                        f"{result.best_epoch or '-'}")
-    for column in ("epoch", "train loss", "train acc", "val loss", "val acc", "gap", "lr",
-                   "img/s", "s"):
+    table = Table(
+        title=f"{result.status}: {len(result.epochs)} epoch(s), best epoch "
+        f"{result.best_epoch or '-'}"
+    )
+    for column in (
+        "epoch",
+        "train loss",
+        "train acc",
+        "val loss",
+        "val acc",
+        "gap",
+        "lr",
+        "img/s",
+        "s",
+    ):
         table.add_column(column, justify="right")
     for m in result.epochs:
         style = "bold green" if m.epoch == result.best_epoch else None
-        table.add_row(str(m.epoch), f"{m.train_loss:.3f}", _percent(m.train_accuracy),
-                      f"{m.val_loss:.3f}", _percent(m.val_accuracy),
-                      _percent(m.generalization_gap), f"{m.lr:.2g}",
-                      f"{m.train_images_per_second:.0f}", f"{m.epoch_seconds:.1f}", style=style)
+        table.add_row(
+            str(m.epoch),
+            f"{m.train_loss:.3f}",
+            _percent(m.train_accuracy),
+            f"{m.val_loss:.3f}",
+            _percent(m.val_accuracy),
+            _percent(m.generalization_gap),
+            f"{m.lr:.2g}",
+            f"{m.train_images_per_second:.0f}",
+            f"{m.epoch_seconds:.1f}",
+            style=style,
+        )
     console.print(table)
     best = next((m for m in result.epochs if m.epoch == result.best_epoch), None)
     if best is not None and best.best_details is not None:
-        per_class = ", ".join(f"{name} {_percent(acc)}"
-                              for name, acc in best.best_details.per_class_accuracy.items())
-        console.print(f"best epoch per class: {per_class}; macro F1 "
-                      f"{best.best_details.macro_f1:.3f}")
+        per_class = ", ".join(
+            f"{name} {_percent(acc)}" for name, acc in best.best_details.per_class_accuracy.items()
+        )
+        console.print(
+            f"best epoch per class: {per_class}; macro F1 {best.best_details.macro_f1:.3f}"
+        )
     if result.test is not None:
-        console.print(f"held-out test ({result.test.num_images} images, best epoch "
-                      f"{result.test.epoch}): accuracy {_percent(result.test.accuracy)}, loss "
-                      f"{result.test.loss:.3f}, macro F1 {result.test.macro_f1:.3f}")
+        console.print(
+            f"held-out test ({result.test.num_images} images, best epoch "
+            f"{result.test.epoch}): accuracy {_percent(result.test.accuracy)}, loss "
+            f"{result.test.loss:.3f}, macro F1 {result.test.macro_f1:.3f}"
+        )
     for skipped in result.skipped:
         console.print(f"[yellow]skipped[/] {skipped.path}: {skipped.reason}", markup=True)
     if result.bundle is not None:

@@ -23,8 +23,18 @@ MAX_NAME_BYTES = 255  # one path component, as most filesystems allow
 MAX_PATH_BYTES = 1024
 # What zipfile, zlib and the filesystem raise on a malformed archive (bad CRC, offsets or
 # headers, unsupported compression, encryption); each becomes a DatasetError naming the entry.
-MALFORMED = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
-             ValueError, NotImplementedError, RuntimeError, struct.error, OverflowError)
+MALFORMED = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    struct.error,
+    OverflowError,
+)
 
 
 def _shown(name: str, limit: int = 80) -> str:

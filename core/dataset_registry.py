@@ -58,8 +58,7 @@ def _short(text: str, limit: int = 200) -> str:
 
 def class_counts(scan: DatasetScan, settings: Settings) -> dict[str, dict[str, int]]:
     """Images per class in total and on each side of the default split."""
-    split = load_or_create_split(scan, DEFAULT_VAL_FRACTION, DEFAULT_SPLIT_SEED,
-                                 settings.cache_dir)
+    split = load_or_create_split(scan, DEFAULT_VAL_FRACTION, DEFAULT_SPLIT_SEED, settings.cache_dir)
     train = Counter(scan.labels[i] for i in split.train)
     val = Counter(scan.labels[i] for i in split.val)
     total = Counter(scan.labels)
@@ -69,8 +68,15 @@ def class_counts(scan: DatasetScan, settings: Settings) -> dict[str, dict[str, i
     }
 
 
-def register_folder(*, session: Session, settings: Settings, root: Path, name: str,
-                    source: str, confine_to: Path | None = None) -> Dataset:
+def register_folder(
+    *,
+    session: Session,
+    settings: Settings,
+    root: Path,
+    name: str,
+    source: str,
+    confine_to: Path | None = None,
+) -> Dataset:
     """Scan `root` (raises DatasetError when unusable) and store it as a dataset row.
 
     Registering an unchanged folder again returns its row, so that every job on the same
@@ -100,8 +106,7 @@ def register_folder(*, session: Session, settings: Settings, root: Path, name: s
     return repo.add_dataset(session=session, dataset=dataset)
 
 
-def register_archive(*, session: Session, settings: Settings, archive: Path,
-                     name: str) -> Dataset:
+def register_archive(*, session: Session, settings: Settings, archive: Path, name: str) -> Dataset:
     """Unpack an uploaded .zip under FOODLAB_HOME/datasets and register it.
 
     On any failure the unpacked files are removed; nothing already stored is touched.
@@ -110,10 +115,20 @@ def register_archive(*, session: Session, settings: Settings, archive: Path,
     folder = settings.datasets_dir / uuid.uuid4().hex
     folder.mkdir(parents=True)
     try:
-        extract_zip(archive, folder, max_bytes=settings.max_unpacked_bytes,
-                    max_files=settings.max_archive_files)
-        return register_folder(session=session, settings=settings, confine_to=folder,
-                               root=dataset_root(folder), name=name, source="upload")
+        extract_zip(
+            archive,
+            folder,
+            max_bytes=settings.max_unpacked_bytes,
+            max_files=settings.max_archive_files,
+        )
+        return register_folder(
+            session=session,
+            settings=settings,
+            confine_to=folder,
+            root=dataset_root(folder),
+            name=name,
+            source="upload",
+        )
     except DatasetError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         raise DatasetError(f"uploaded file: {exc.message}", field="file") from None

@@ -28,9 +28,7 @@ class DatasetError(InvalidInput):
     `field` is where the dataset came from: "path" (a folder) unless told otherwise.
     """
 
-    def __init__(
-        self, message: str, path: Path | str | None = None, field: str = "path"
-    ) -> None:
+    def __init__(self, message: str, path: Path | str | None = None, field: str = "path") -> None:
         super().__init__(f"{path}: {message}" if path is not None else message, field)
         self.path = str(path) if path is not None else None
         self.message = message
@@ -75,10 +73,14 @@ def _image_files(folder: Path) -> list[Path]:
     for parent, dirs, names in os.walk(folder, followlinks=True):
         seen.add(os.path.realpath(parent))
         # A link back to a folder already walked would loop for ever: walk each folder once.
-        dirs[:] = sorted(d for d in dirs if _visible(d)
-                         and os.path.realpath(os.path.join(parent, d)) not in seen)
-        found += [Path(parent, n) for n in sorted(names)
-                  if _visible(n) and Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+        dirs[:] = sorted(
+            d for d in dirs if _visible(d) and os.path.realpath(os.path.join(parent, d)) not in seen
+        )
+        found += [
+            Path(parent, n)
+            for n in sorted(names)
+            if _visible(n) and Path(n).suffix.lower() in IMAGE_EXTENSIONS
+        ]
     return found
 
 
@@ -104,7 +106,9 @@ def scan_dataset(root: Path, confine_to: Path | None = None) -> DatasetScan:
         found = ", ".join(p.name for p in class_dirs) or "none"
         raise DatasetError(
             f"needs at least 2 class folders, found {len(class_dirs)} ({found}); "
-            "expected layout <root>/<class>/<image>.jpg", root)
+            "expected layout <root>/<class>/<image>.jpg",
+            root,
+        )
     files, labels, digest = [], [], hashlib.sha256()
     for label, class_dir in enumerate(class_dirs):
         images = _image_files(class_dir)
@@ -121,8 +125,9 @@ def scan_dataset(root: Path, confine_to: Path | None = None) -> DatasetScan:
             digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
             files.append(relative)
             labels.append(label)
-    return DatasetScan(root, tuple(p.name for p in class_dirs), tuple(files), tuple(labels),
-                       digest.hexdigest())
+    return DatasetScan(
+        root, tuple(p.name for p in class_dirs), tuple(files), tuple(labels), digest.hexdigest()
+    )
 
 
 def _split_rank(seed: int, relative: str) -> str:
@@ -130,8 +135,9 @@ def _split_rank(seed: int, relative: str) -> str:
     return hashlib.sha256(f"{seed}:{relative}".encode()).hexdigest()
 
 
-def stratified_split(scan: DatasetScan, val_fraction: float, seed: int,
-                     test_fraction: float = 0.0) -> tuple[list[str], list[str], list[str]]:
+def stratified_split(
+    scan: DatasetScan, val_fraction: float, seed: int, test_fraction: float = 0.0
+) -> tuple[list[str], list[str], list[str]]:
     """(train, val, test files): round(n * fraction) of each class to validation and to test.
 
     Every class keeps at least one training and one validation image, and one test image when
@@ -147,8 +153,8 @@ def stratified_split(scan: DatasetScan, val_fraction: float, seed: int,
             n_test = max(min(max(round(len(members) * test_fraction), 1), len(members) - 2), 0)
         n_val = min(max(round(len(members) * val_fraction), 1), len(members) - n_test - 1)
         test += members[:n_test]
-        val += members[n_test:n_test + n_val]
-        train += members[n_test + n_val:]
+        val += members[n_test : n_test + n_val]
+        train += members[n_test + n_val :]
     return sorted(train), sorted(val), sorted(test)
 
 
@@ -157,13 +163,18 @@ def _manifest_name(val_fraction: float, seed: int, test_fraction: float) -> str:
     return f"split-val{val_fraction:g}{test}-seed{seed}.json"
 
 
-def manifest_path(scan: DatasetScan, val_fraction: float, seed: int, cache_dir: Path,
-                  test_fraction: float = 0.0) -> Path:
+def manifest_path(
+    scan: DatasetScan, val_fraction: float, seed: int, cache_dir: Path, test_fraction: float = 0.0
+) -> Path:
     """Where foodlab keeps the split: under its own cache, keyed by the dataset's fingerprint
     and the fractions. Never inside the dataset: ImageFolder readers would take a folder
     there for a class."""
-    return (cache_dir / "splits" / scan.fingerprint[:20]
-            / _manifest_name(val_fraction, seed, test_fraction))
+    return (
+        cache_dir
+        / "splits"
+        / scan.fingerprint[:20]
+        / _manifest_name(val_fraction, seed, test_fraction)
+    )
 
 
 def legacy_manifest_path(scan: DatasetScan, val_fraction: float, seed: int) -> Path:
@@ -181,16 +192,18 @@ def _read_manifest(path: Path, scan: DatasetScan) -> dict | None:
     return manifest if current and manifest.get("class_names") == list(scan.class_names) else None
 
 
-def load_or_create_split(scan: DatasetScan, val_fraction: float, seed: int,
-                         cache_dir: Path, test_fraction: float = 0.0) -> Split:
+def load_or_create_split(
+    scan: DatasetScan, val_fraction: float, seed: int, cache_dir: Path, test_fraction: float = 0.0
+) -> Split:
     """The dataset's split for (val_fraction, test_fraction, seed), written the first time.
 
     The manifest is rewritten when the dataset changes (its fingerprint is stored inside).
     Concurrent writers produce identical files and rename them into place, so racing is safe.
     """
     path = manifest_path(scan, val_fraction, seed, cache_dir, test_fraction)
-    readable = [path] if test_fraction > 0 else [path, legacy_manifest_path(scan, val_fraction,
-                                                                             seed)]
+    readable = (
+        [path] if test_fraction > 0 else [path, legacy_manifest_path(scan, val_fraction, seed)]
+    )
     for candidate in readable:
         manifest = _read_manifest(candidate, scan)
         if manifest is not None:
@@ -198,9 +211,17 @@ def load_or_create_split(scan: DatasetScan, val_fraction: float, seed: int,
                 _write_manifest(path, manifest)
             return _split_from(scan, manifest, path)
     train, val, test = stratified_split(scan, val_fraction, seed, test_fraction)
-    manifest = {"version": 2, "val_fraction": val_fraction, "test_fraction": test_fraction,
-                "split_seed": seed, "fingerprint": scan.fingerprint,
-                "class_names": list(scan.class_names), "train": train, "val": val, "test": test}
+    manifest = {
+        "version": 2,
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "split_seed": seed,
+        "fingerprint": scan.fingerprint,
+        "class_names": list(scan.class_names),
+        "train": train,
+        "val": val,
+        "test": test,
+    }
     _write_manifest(path, manifest)
     return _split_from(scan, manifest, path)
 
@@ -220,6 +241,10 @@ def _split_from(scan: DatasetScan, manifest: dict, path: Path) -> Split:
     if manifest.get("test"):  # a split without a test part keeps the id it always had
         sides.append(manifest["test"])
     split_id = hashlib.sha256(json.dumps(sides).encode()).hexdigest()[:16]
-    return Split(tuple(index[f] for f in manifest["train"]),
-                 tuple(index[f] for f in manifest["val"]), path, split_id,
-                 tuple(index[f] for f in manifest.get("test", [])))
+    return Split(
+        tuple(index[f] for f in manifest["train"]),
+        tuple(index[f] for f in manifest["val"]),
+        path,
+        split_id,
+        tuple(index[f] for f in manifest.get("test", [])),
+    )

@@ -91,8 +91,9 @@ def _repeat(hyper: Hyperparameters, index: int) -> Hyperparameters:
     return hyper.model_copy(update={"seed": hyper.seed + index})
 
 
-def validated_options(spec: ArchitectureSpec, canonical_options: CanonicalOptions
-                      ) -> dict[str, Any]:
+def validated_options(
+    spec: ArchitectureSpec, canonical_options: CanonicalOptions
+) -> dict[str, Any]:
     """The architecture's options as stored: validated, only what differs from its preset."""
     try:
         return canonical_options(spec.name, spec.options)

@@ -208,7 +208,7 @@ def hold_lease(*, session: Session, job_id: int, lease: int) -> bool:
         update(Job)
         .where(Job.id == job_id, Job.lease == lease, Job.status == JobStatus.running)
         .values(heartbeat_at=utcnow())
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
     session.flush()
     return changed == 1
@@ -233,8 +233,11 @@ def lost_attempt_cause(job: Job) -> str:
     """What is known about why the job's last attempt ended without a word."""
     if job.last_failure:
         return job.last_failure
-    where = (f"during epoch {job.progress_epoch}" if job.progress_epoch
-             else "before its first progress report")
+    where = (
+        f"during epoch {job.progress_epoch}"
+        if job.progress_epoch
+        else "before its first progress report"
+    )
     return f"worker {job.worker} stopped heart-beating {where}"
 
 
@@ -248,8 +251,9 @@ def requeue_if_stale(
     """
     cutoff = utcnow() - timedelta(seconds=stale_after)
     job = session.scalar(
-        select(Job).where(Job.id == job_id, Job.status == JobStatus.running,
-                          Job.heartbeat_at < cutoff)
+        select(Job).where(
+            Job.id == job_id, Job.status == JobStatus.running, Job.heartbeat_at < cutoff
+        )
     )
     if job is None:
         return None
@@ -263,10 +267,14 @@ def requeue_if_stale(
     changed = rows_changed(
         session,
         update(Job)
-        .where(Job.id == job_id, Job.lease == job.lease, Job.status == JobStatus.running,
-               Job.heartbeat_at < cutoff)
+        .where(
+            Job.id == job_id,
+            Job.lease == job.lease,
+            Job.status == JobStatus.running,
+            Job.heartbeat_at < cutoff,
+        )
         .values(worker=None, eta_seconds=None, **values)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
     session.flush()
     return values["status"] if changed == 1 else None
@@ -286,8 +294,7 @@ def fail_if_exhausted(
 ) -> bool:
     """Fail a claimable job that `max_attempts` workers already died on, instead of a new try."""
     job = session.scalar(
-        select(Job).where(Job.id == job_id, _claimable(stale_after),
-                          Job.attempts >= max_attempts)
+        select(Job).where(Job.id == job_id, _claimable(stale_after), Job.attempts >= max_attempts)
     )
     if job is None:
         return False
@@ -296,7 +303,7 @@ def fail_if_exhausted(
         update(Job)
         .where(Job.id == job_id, Job.lease == job.lease, _claimable(stale_after))
         .values(worker=None, **_exhausted(job.attempts, lost_attempt_cause(job)))
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
     session.flush()
     return changed == 1
@@ -313,16 +320,24 @@ def release_job(
         session,
         update(Job)
         .where(Job.id == job_id, Job.lease == lease, Job.status == JobStatus.running)
-        .values(status=JobStatus.queued, worker=None, heartbeat_at=None, eta_seconds=None,
-                attempts=attempts, last_failure=reason, enqueued_at=None)
-        .execution_options(synchronize_session=False)
+        .values(
+            status=JobStatus.queued,
+            worker=None,
+            heartbeat_at=None,
+            eta_seconds=None,
+            attempts=attempts,
+            last_failure=reason,
+            enqueued_at=None,
+        )
+        .execution_options(synchronize_session=False),
     )
     session.flush()
     return changed == 1
 
 
-def unsent_jobs(*, session: Session, resend_after: float, skip_queues: Sequence[str] = ()
-                ) -> list[Job]:
+def unsent_jobs(
+    *, session: Session, resend_after: float, skip_queues: Sequence[str] = ()
+) -> list[Job]:
     """Queued jobs no message has named for `resend_after` seconds (the broker may have lost
     it, or sending failed): the sweeper sends them again; a duplicate is ignored at claim.
     Jobs in `skip_queues` are run by their own process, not through the broker."""
@@ -399,17 +414,27 @@ def record_progress(
 
 
 def record_inference_latency(
-    *, session: Session, job_id: int, inference_ms: float, device: str, threads: int,
-    runs: int | None = None, load_average: float | None = None,
+    *,
+    session: Session,
+    job_id: int,
+    inference_ms: float,
+    device: str,
+    threads: int,
+    runs: int | None = None,
+    load_average: float | None = None,
 ) -> None:
     """Kept in run_info beside what the run recorded, for comparisons."""
     job = session.get(Job, job_id)
     if job is None:
         return
     info = job.run_details.model_copy(
-        update={"inference_ms": inference_ms, "inference_device": device,
-                "inference_threads": threads, "inference_runs": runs,
-                "inference_load_average": load_average}
+        update={
+            "inference_ms": inference_ms,
+            "inference_device": device,
+            "inference_threads": threads,
+            "inference_runs": runs,
+            "inference_load_average": load_average,
+        }
     )
     job.run_info = info.stored()
     session.flush()
@@ -431,9 +456,14 @@ def finish_job(
         query = query.where(Job.lease == lease, Job.status == JobStatus.running)
     changed = rows_changed(
         session,
-        query.values(status=status, finished_at=utcnow(), error_message=error,
-                     error_traceback=traceback, eta_seconds=None, **done)
-        .execution_options(synchronize_session=False)
+        query.values(
+            status=status,
+            finished_at=utcnow(),
+            error_message=error,
+            error_traceback=traceback,
+            eta_seconds=None,
+            **done,
+        ).execution_options(synchronize_session=False),
     )
     session.flush()
     return changed == 1

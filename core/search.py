@@ -59,8 +59,9 @@ def optuna_url(database_url: str) -> str:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         database = Path(url.database or "foodlab.db")
-        return url.set(database=str(database.with_name(f"{database.stem}-optuna.db"))
-                       ).render_as_string(hide_password=False)
+        return url.set(
+            database=str(database.with_name(f"{database.stem}-optuna.db"))
+        ).render_as_string(hide_password=False)
     options = f"-csearch_path={OPTUNA_SCHEMA}"
     return url.update_query_dict({"options": options}).render_as_string(hide_password=False)
 
@@ -108,14 +109,19 @@ def pruner_for(search: Search) -> optuna.pruners.BasePruner:
     if search.pruner == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if search.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1),
-                                              reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max(epochs, 1), reduction_factor=3
+        )
     return optuna.pruners.NopPruner()
 
 
 def load_study(database_url: str, search: Search, slot: int = 0) -> optuna.Study:
-    return optuna.load_study(study_name=search.study_name, storage=optuna_storage(database_url),
-                             sampler=sampler_for(search, slot), pruner=pruner_for(search))
+    return optuna.load_study(
+        study_name=search.study_name,
+        storage=optuna_storage(database_url),
+        sampler=sampler_for(search, slot),
+        pruner=pruner_for(search),
+    )
 
 
 def objective_value(objective: str, val_accuracy: float, val_loss: float) -> float:
@@ -125,8 +131,14 @@ def objective_value(objective: str, val_accuracy: float, val_loss: float) -> flo
 # --- creating, filling, finishing, cancelling ---------------------------------------------
 
 
-def create_search(*, session: Session, database_url: str, request: SearchRequest,
-                  canonical_options: CanonicalOptions, queue: str | None = None) -> Search:
+def create_search(
+    *,
+    session: Session,
+    database_url: str,
+    request: SearchRequest,
+    canonical_options: CanonicalOptions,
+    queue: str | None = None,
+) -> Search:
     """Validate `request`, create its Optuna study and its row (flushed; the caller commits,
     then calls `fill_search`). Raises a UserError naming the first bad field."""
     fixed = fixed_hyperparameters(request)
@@ -137,21 +149,35 @@ def create_search(*, session: Session, database_url: str, request: SearchRequest
     # SQLite takes one writer at a time: trials run one after another, as Optuna advises.
     parallel = 1 if is_sqlite(database_url) else request.max_parallel
     search = Search(
-        study_name=f"foodlab-{uuid.uuid4().hex[:12]}", dataset_id=request.dataset_id,
-        architecture=request.architecture.name, architecture_options=options,
-        preset=request.preset, hyperparameters=fixed.model_dump(), space=space,
-        n_trials=request.n_trials, max_parallel=parallel, objective=request.objective,
-        pruner=request.pruner, sampler=request.sampler, seed=request.seed,
-        queue=queue or queue_for_device(fixed.device), group_id=str(uuid.uuid4()))
-    optuna.create_study(study_name=search.study_name, storage=optuna_storage(database_url),
-                        direction=direction(request.objective))
+        study_name=f"foodlab-{uuid.uuid4().hex[:12]}",
+        dataset_id=request.dataset_id,
+        architecture=request.architecture.name,
+        architecture_options=options,
+        preset=request.preset,
+        hyperparameters=fixed.model_dump(),
+        space=space,
+        n_trials=request.n_trials,
+        max_parallel=parallel,
+        objective=request.objective,
+        pruner=request.pruner,
+        sampler=request.sampler,
+        seed=request.seed,
+        queue=queue or queue_for_device(fixed.device),
+        group_id=str(uuid.uuid4()),
+    )
+    optuna.create_study(
+        study_name=search.study_name,
+        storage=optuna_storage(database_url),
+        direction=direction(request.objective),
+    )
     session.add(search)
     session.flush()
     return search
 
 
-def fill_search(database_url: str, search_id: int, canonical_options: CanonicalOptions,
-                send: Send | None) -> list[int]:
+def fill_search(
+    database_url: str, search_id: int, canonical_options: CanonicalOptions, send: Send | None
+) -> list[int]:
     """Create the trials the search may run now, each in its own transaction, committed and
     then enqueued (`send` None: the caller runs them, as `--local` does). Returns job ids."""
     created = []
@@ -165,23 +191,33 @@ def fill_search(database_url: str, search_id: int, canonical_options: CanonicalO
     return created
 
 
-def _create_next_trial(database_url: str, search_id: int,
-                       canonical_options: CanonicalOptions) -> tuple[int, str] | str:
+def _create_next_trial(
+    database_url: str, search_id: int, canonical_options: CanonicalOptions
+) -> tuple[int, str] | str:
     """One trial's job, or "full" (nothing to add now) or "retry" (another process won)."""
     with session_scope(database_url) as session:
         search = session.get(Search, search_id)
         if search is None or search.status != SearchStatus.running or search.cancel_requested:
             return "full"
-        active = session.scalar(select(func.count()).select_from(Job).where(
-            Job.search_id == search_id, Job.status.in_(UNFINISHED))) or 0
+        active = (
+            session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.search_id == search_id, Job.status.in_(UNFINISHED))
+            )
+            or 0
+        )
         slot = search.trials_created
         if slot >= search.n_trials or active >= search.max_parallel:
             return "full"
         # Compare-and-set on the counter: of two processes filling at once, one takes the slot.
         claimed = repo.rows_changed(
             session,
-            update(Search).where(Search.id == search_id, Search.trials_created == slot)
-            .values(trials_created=slot + 1).execution_options(synchronize_session=False))
+            update(Search)
+            .where(Search.id == search_id, Search.trials_created == slot)
+            .values(trials_created=slot + 1)
+            .execution_options(synchronize_session=False),
+        )
         if claimed != 1:
             return "retry"
         study = load_study(database_url, search, slot)
@@ -193,15 +229,23 @@ def _create_next_trial(database_url: str, search_id: int,
             study.tell(trial.number, state=TrialState.FAIL)
             return "retry"
         try:
-            request = JobRequest(dataset_id=search.dataset_id,
-                                 architecture=ArchitectureSpec(
-                                     name=search.architecture,
-                                     options=search.architecture_options),
-                                 preset=search.preset, hyperparameters=hyper.model_dump())
-            [job] = create_jobs(session=session, request=request,
-                                canonical_options=canonical_options, queue=search.queue,
-                                group_id=search.group_id, search_id=search_id,
-                                trial_number=trial.number)
+            request = JobRequest(
+                dataset_id=search.dataset_id,
+                architecture=ArchitectureSpec(
+                    name=search.architecture, options=search.architecture_options
+                ),
+                preset=search.preset,
+                hyperparameters=hyper.model_dump(),
+            )
+            [job] = create_jobs(
+                session=session,
+                request=request,
+                canonical_options=canonical_options,
+                queue=search.queue,
+                group_id=search.group_id,
+                search_id=search_id,
+                trial_number=trial.number,
+            )
             session.flush()
             job_id, queue = job.id, job.queue
             session.commit()
@@ -217,11 +261,13 @@ def suggest(trial: optuna.Trial, space: dict[str, dict]) -> dict[str, Any]:
         if entry["kind"] == "choice":
             params[name] = trial.suggest_categorical(name, entry["choices"])
         elif entry["kind"] == "int":
-            params[name] = trial.suggest_int(name, entry["low"], entry["high"], log=entry["log"],
-                                             step=int(entry["step"] or 1))
+            params[name] = trial.suggest_int(
+                name, entry["low"], entry["high"], log=entry["log"], step=int(entry["step"] or 1)
+            )
         else:
-            params[name] = trial.suggest_float(name, entry["low"], entry["high"],
-                                               log=entry["log"], step=entry["step"])
+            params[name] = trial.suggest_float(
+                name, entry["low"], entry["high"], log=entry["log"], step=entry["step"]
+            )
     return params
 
 
@@ -230,22 +276,29 @@ def _close_if_done(database_url: str, search_id: int) -> None:
         active = select(Job.id).where(Job.search_id == search_id, Job.status.in_(UNFINISHED))
         session.execute(
             update(Search)
-            .where(Search.id == search_id, Search.status == SearchStatus.running,
-                   Search.trials_created >= Search.n_trials, ~active.exists())
+            .where(
+                Search.id == search_id,
+                Search.status == SearchStatus.running,
+                Search.trials_created >= Search.n_trials,
+                ~active.exists(),
+            )
             .values(status=SearchStatus.succeeded, finished_at=utcnow())
-            .execution_options(synchronize_session=False))
+            .execution_options(synchronize_session=False)
+        )
 
 
 def trial_value(session: Session, job: Job, objective: str) -> float | None:
     """The trial's result: the best epoch's validation accuracy, or the lowest validation loss."""
     if objective == "val_loss":
-        return session.scalar(select(func.min(EpochMetric.val_loss))
-                              .where(EpochMetric.job_id == job.id))
+        return session.scalar(
+            select(func.min(EpochMetric.val_loss)).where(EpochMetric.job_id == job.id)
+        )
     return job.best_val_accuracy
 
 
-def finish_trial(database_url: str, job_id: int, canonical_options: CanonicalOptions,
-                 send: Send | None) -> None:
+def finish_trial(
+    database_url: str, job_id: int, canonical_options: CanonicalOptions, send: Send | None
+) -> None:
     """Tell the study how the trial's job ended, then let the search go on."""
     with session_scope(database_url) as session:
         job = repo.get_job(session=session, job_id=job_id)
@@ -300,19 +353,29 @@ def search_summary(*, session: Session, database_url: str, search: Search) -> di
     the parameter importances."""
     study = load_study(database_url, search)
     jobs = {job.trial_number: job for job in search.trials}
-    epochs = dict(session.execute(
-        select(EpochMetric.job_id, func.count()).join(Job, Job.id == EpochMetric.job_id)
-        .where(Job.search_id == search.id).group_by(EpochMetric.job_id)).all())
+    epochs = dict(
+        session.execute(
+            select(EpochMetric.job_id, func.count())
+            .join(Job, Job.id == EpochMetric.job_id)
+            .where(Job.search_id == search.id)
+            .group_by(EpochMetric.job_id)
+        ).all()
+    )
     trials = []
     for trial in study.get_trials(deepcopy=False):
         job = jobs.get(trial.number)
-        trials.append({
-            "number": trial.number, "job_id": job.id if job else None,
-            "job_status": job.status.value if job else None, "params": trial.params,
-            "state": trial.state.name.lower(), "value": trial.value,
-            "epochs_run": epochs.get(job.id, 0) if job else 0,
-            "test_accuracy": job.test_accuracy if job else None,
-        })
+        trials.append(
+            {
+                "number": trial.number,
+                "job_id": job.id if job else None,
+                "job_status": job.status.value if job else None,
+                "params": trial.params,
+                "state": trial.state.name.lower(),
+                "value": trial.value,
+                "epochs_run": epochs.get(job.id, 0) if job else 0,
+                "test_accuracy": job.test_accuracy if job else None,
+            }
+        )
     complete = [t for t in trials if t["state"] == "complete"]
     best = None
     if complete:
@@ -355,8 +418,11 @@ def search_plot(database_url: str, search: Search, kind: str) -> bytes:
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise Conflict(f"search {search.id} has no complete trial to plot yet", "search_id")
     if kind == "importances" and not importances(study):
-        raise Conflict(f"search {search.id} needs two complete trials that differ before "
-                       "importances can be drawn", "search_id")
+        raise Conflict(
+            f"search {search.id} needs two complete trials that differ before "
+            "importances can be drawn",
+            "search_id",
+        )
     # rc_context: Optuna's plots switch pyplot's global style, which would change the colours
     # of every later figure in this process (the report's, the API's curves).
     with _PLOT_LOCK, warnings.catch_warnings(), matplotlib.rc_context():

@@ -18,10 +18,20 @@ PrunerName = Literal["none", "median", "successive_halving", "hyperband"]
 SamplerName = Literal["tpe", "random", "grid"]
 
 # A search compares configurations under one budget on one split, scored on one test part.
-FIXED_FOR_A_SEARCH = frozenset({
-    "epochs", "seed", "split_seed", "val_fraction", "test_fraction", "device", "num_workers",
-    "compile", "pretrained_weights", "eval_batch_size",
-})
+FIXED_FOR_A_SEARCH = frozenset(
+    {
+        "epochs",
+        "seed",
+        "split_seed",
+        "val_fraction",
+        "test_fraction",
+        "device",
+        "num_workers",
+        "compile",
+        "pretrained_weights",
+        "eval_batch_size",
+    }
+)
 SEARCH_TEST_FRACTION = 0.15  # when neither the preset nor the request holds images out
 
 
@@ -48,7 +58,8 @@ class SearchRequest(BaseModel):
         default_factory=dict, description="fixed overrides on top of the preset (e.g. epochs)"
     )
     space: dict[str, Range | list[Any]] = Field(
-        ..., min_length=1,
+        ...,
+        min_length=1,
         examples=[{"lr": {"low": 1e-3, "high": 0.2, "log": True}, "optimizer": ["sgd", "adamw"]}],
     )
     n_trials: int = Field(10, ge=1, le=1000)
@@ -63,12 +74,15 @@ def fixed_hyperparameters(request: SearchRequest) -> Hyperparameters:
     """Preset + fixed overrides; a search always holds out a test part."""
     fixed = dict(request.hyperparameters)
     if fixed.get("test_fraction") == 0:
-        raise SpecError("hyperparameters.test_fraction",
-                        "a search holds out a test part; give a fraction above 0")
+        raise SpecError(
+            "hyperparameters.test_fraction",
+            "a search holds out a test part; give a fraction above 0",
+        )
     hyper = resolve_hyperparameters(request.preset, fixed)
     if hyper.test_fraction == 0:
-        hyper = resolve_hyperparameters(request.preset,
-                                        fixed | {"test_fraction": SEARCH_TEST_FRACTION})
+        hyper = resolve_hyperparameters(
+            request.preset, fixed | {"test_fraction": SEARCH_TEST_FRACTION}
+        )
     return hyper
 
 
@@ -82,8 +96,10 @@ def normalised_space(request: SearchRequest, fixed: Hyperparameters) -> dict[str
             searchable = sorted(set(Hyperparameters.model_fields) - FIXED_FOR_A_SEARCH)
             raise SpecError(field, f"not a hyperparameter; searchable: {', '.join(searchable)}")
         if name in FIXED_FOR_A_SEARCH:
-            raise SpecError(field, "fixed for a search (budget, split, seed or device); set it "
-                                   "in hyperparameters")
+            raise SpecError(
+                field,
+                "fixed for a search (budget, split, seed or device); set it in hyperparameters",
+            )
         if isinstance(entry, Range):
             space[name] = _range(name, entry, fixed, field)
         else:
@@ -110,8 +126,13 @@ def _range(name: str, entry: Range, fixed: Hyperparameters, field: str) -> dict:
             raise SpecError(f"{field}.{bound}", "must be a whole number")
         _check_value(name, cast(value), fixed, f"{field}.{bound}")
     step = None if entry.step is None else cast(entry.step)
-    return {"kind": kind, "low": cast(entry.low), "high": cast(entry.high), "log": entry.log,
-            "step": step}
+    return {
+        "kind": kind,
+        "low": cast(entry.low),
+        "high": cast(entry.high),
+        "log": entry.log,
+        "step": step,
+    }
 
 
 def _choices(name: str, entry: list[Any], fixed: Hyperparameters, field: str) -> dict:

@@ -52,8 +52,11 @@ class Hyperparameters(BaseModel):
     scheduler: Scheduler = "none"
     warmup_epochs: int = Field(0, ge=0, le=100)
     warmup_steps: int = Field(
-        0, ge=0, le=100_000, description="warm-up in optimiser steps (at most a third of the "
-        "run), so a tiny dataset still warms up over enough steps; warmup_epochs, if set, wins"
+        0,
+        ge=0,
+        le=100_000,
+        description="warm-up in optimiser steps (at most a third of the "
+        "run), so a tiny dataset still warms up over enough steps; warmup_epochs, if set, wins",
     )
     step_size: int = Field(10, ge=1, description="epochs between decays for scheduler=step")
     gamma: float = Field(0.1, gt=0, le=1, description="decay factor for scheduler=step")
@@ -71,16 +74,22 @@ class Hyperparameters(BaseModel):
     image_size: int = Field(224, ge=16, le=1024)
     augmentation: Augmentation = "none"
     train_size_fraction: float = Field(
-        1.0, ge=0.5, le=1, description="training crops at this fraction of image_size: "
+        1.0,
+        ge=0.5,
+        le=1,
+        description="training crops at this fraction of image_size: "
         "cheaper, and evaluated at image_size they offset the zoom of random resized crops "
-        "(FixRes)"
+        "(FixRes)",
     )
     random_erasing: float = Field(0.0, ge=0, le=1, description="probability per image")
     mixup_alpha: float = Field(0.0, ge=0, le=10, description="mixup Beta(a, a); 0: off")
     cutmix_alpha: float = Field(0.0, ge=0, le=10, description="cutmix Beta(a, a); 0: off")
     ema_epochs: float | None = Field(
-        None, gt=0, le=100, description="evaluate and export an exponential moving average of "
-        "the weights with this time constant, in epochs"
+        None,
+        gt=0,
+        le=100,
+        description="evaluate and export an exponential moving average of "
+        "the weights with this time constant, in epochs",
     )
     num_workers: int = Field(0, ge=0, le=64, description="data-loader worker processes")
     pretrained_weights: str | None = Field(
@@ -89,8 +98,9 @@ class Hyperparameters(BaseModel):
     compile: bool = Field(False, description="wrap the model in torch.compile")
     device: Device = "auto"
     precision: Precision = Field(
-        "auto", description="compute precision of training (autocast); auto: bfloat16 where the "
-        "hardware has it natively, float16 with loss scaling on older GPUs, else float32"
+        "auto",
+        description="compute precision of training (autocast); auto: bfloat16 where the "
+        "hardware has it natively, float16 with loss scaling on older GPUs, else float32",
     )
 
     @model_validator(mode="after")
@@ -272,4 +282,3 @@ def best_epoch(epochs: Iterable[E]) -> E | None:
     return max(
         epochs, key=lambda m: (*epoch_score(m.val_accuracy, m.val_loss), -m.epoch), default=None
     )
-

@@ -100,9 +100,7 @@ class Dataset(Base):
 class Job(Base):
     __tablename__ = "jobs"
     # One job per trial: a retried or resumed trial stays the same job.
-    __table_args__ = (
-        UniqueConstraint("search_id", "trial_number", name="uq_jobs_search_trial"),
-    )
+    __table_args__ = (UniqueConstraint("search_id", "trial_number", name="uq_jobs_search_trial"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))

@@ -81,8 +81,13 @@ def _shrink(source: Path, limits: ImageLimits) -> Image.Image:
                 image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at a reduced scale
                 small = ImageOps.exif_transpose(image).convert("RGB")
                 small.thumbnail((MAX_SIDE, MAX_SIDE))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
         raise ThumbnailError("index", f"{source.name} cannot be decoded: {exc}") from None
     if problem is not None:
         raise ThumbnailError("index", f"{source.name}: {problem}")

@@ -32,8 +32,13 @@ def _shade(rng: np.random.Generator, base: RGB, spread: int = 20) -> RGB:
     return tuple(int(v) for v in np.clip(np.array(base) + noise, 0, 255))  # type: ignore[return-value]
 
 
-def _blob(rng: np.random.Generator, centre: Point, radius: float, roughness: float = 0.25,
-          points: int = 14) -> list[Point]:
+def _blob(
+    rng: np.random.Generator,
+    centre: Point,
+    radius: float,
+    roughness: float = 0.25,
+    points: int = 14,
+) -> list[Point]:
     """An irregular closed outline around `centre` (meat chunks, sauce pools, egg whites)."""
     angles = np.sort(rng.uniform(0, 2 * np.pi, points))
     radii = radius * (1 + rng.uniform(-roughness, roughness, points))
@@ -41,8 +46,15 @@ def _blob(rng: np.random.Generator, centre: Point, radius: float, roughness: flo
     return list(zip(xs.tolist(), ys.tolist(), strict=True))
 
 
-def _ellipse(draw: ImageDraw.ImageDraw, centre: Point, rx: float, ry: float, fill: RGB | None,
-             outline: RGB | None = None, width: int = 1) -> None:
+def _ellipse(
+    draw: ImageDraw.ImageDraw,
+    centre: Point,
+    rx: float,
+    ry: float,
+    fill: RGB | None,
+    outline: RGB | None = None,
+    width: int = 1,
+) -> None:
     x, y = centre
     draw.ellipse((x - rx, y - ry, x + rx, y + ry), fill=fill, outline=outline, width=width)
 
@@ -60,8 +72,9 @@ def _plate(draw: ImageDraw.ImageDraw, rng: np.random.Generator, c: Point, r: flo
     _ellipse(draw, c, r * 0.82, r * 0.82, fill=colour)
 
 
-def _egg(draw: ImageDraw.ImageDraw, rng: np.random.Generator, c: Point, r: float,
-         fried: bool) -> None:
+def _egg(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, c: Point, r: float, fried: bool
+) -> None:
     if fried:
         draw.polygon(_blob(rng, c, r, 0.3), fill=_shade(rng, (248, 246, 236), 6))
         _ellipse(draw, c, r * 0.38, r * 0.38, fill=_shade(rng, (250, 170, 30), 12))
@@ -101,11 +114,18 @@ def _rendang(draw: ImageDraw.ImageDraw, rng: np.random.Generator, c: Point, r: f
         draw.polygon(_blob(rng, _around(rng, c, r * 0.3), r * 0.3, 0.2), fill=(235, 232, 220))
     for _ in range(rng.integers(5, 10)):
         centre = _around(rng, c, r * 0.5)
-        draw.polygon(_blob(rng, centre, r * rng.uniform(0.12, 0.2), 0.35, 9),
-                     fill=_shade(rng, (75, 35, 18), 15))
+        draw.polygon(
+            _blob(rng, centre, r * rng.uniform(0.12, 0.2), 0.35, 9),
+            fill=_shade(rng, (75, 35, 18), 15),
+        )
         for _ in range(6):  # the dry, flaky crust of slow-cooked coconut
-            _ellipse(draw, _around(rng, centre, r * 0.12), r * 0.02, r * 0.02,
-                     fill=_shade(rng, (140, 70, 30), 20))
+            _ellipse(
+                draw,
+                _around(rng, centre, r * 0.12),
+                r * 0.02,
+                r * 0.02,
+                fill=_shade(rng, (140, 70, 30), 20),
+            )
     for _ in range(rng.integers(4, 12)):  # chilli flakes
         _ellipse(draw, _around(rng, c, r * 0.6), r * 0.015, r * 0.015, fill=(200, 40, 20))
 
@@ -115,8 +135,11 @@ def _sate(draw: ImageDraw.ImageDraw, rng: np.random.Generator, c: Point, r: floa
     sauce = _around(rng, c, r * 0.3)
     draw.polygon(_blob(rng, sauce, r * 0.3, 0.2), fill=_shade(rng, (170, 100, 40), 15))
     for _ in range(5):  # sweet soy drizzle over the peanut sauce
-        draw.line([_around(rng, sauce, r * 0.25), _around(rng, sauce, r * 0.25)],
-                  fill=(50, 25, 15), width=max(1, int(r * 0.02)))
+        draw.line(
+            [_around(rng, sauce, r * 0.25), _around(rng, sauce, r * 0.25)],
+            fill=(50, 25, 15),
+            width=max(1, int(r * 0.02)),
+        )
     tilt = rng.uniform(-0.4, 0.4)
     for k in range(rng.integers(3, 6)):
         y = c[1] - r * 0.45 + k * r * 0.22
@@ -125,9 +148,11 @@ def _sate(draw: ImageDraw.ImageDraw, rng: np.random.Generator, c: Point, r: floa
         draw.line([start, end], fill=_shade(rng, (215, 185, 130), 10), width=max(1, int(r / 30)))
         for t in np.linspace(0.15, 0.6, rng.integers(3, 6)):
             p = (start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1]))
-            draw.rounded_rectangle((p[0] - r * 0.08, p[1] - r * 0.07, p[0] + r * 0.08,
-                                    p[1] + r * 0.07), radius=r * 0.03,
-                                   fill=_shade(rng, (125, 60, 25), 20))
+            draw.rounded_rectangle(
+                (p[0] - r * 0.08, p[1] - r * 0.07, p[0] + r * 0.08, p[1] + r * 0.07),
+                radius=r * 0.03,
+                fill=_shade(rng, (125, 60, 25), 20),
+            )
             _ellipse(draw, _around(rng, p, r * 0.04), r * 0.02, r * 0.02, fill=(40, 20, 10))
 
 
@@ -137,16 +162,28 @@ def _bakso(draw: ImageDraw.ImageDraw, rng: np.random.Generator, c: Point, r: flo
     _ellipse(draw, c, r * 0.8, r * 0.8, fill=_shade(rng, (200, 160, 100), 20))  # broth
     for _ in range(int(25 * r / 64)):  # noodles
         p, q = _around(rng, c, r * 0.7), _around(rng, c, r * 0.7)
-        draw.arc((min(p[0], q[0]), min(p[1], q[1]), max(p[0], q[0]) + 2, max(p[1], q[1]) + 2),
-                 0, 180, fill=_shade(rng, (235, 210, 120), 10), width=max(1, int(r / 40)))
+        draw.arc(
+            (min(p[0], q[0]), min(p[1], q[1]), max(p[0], q[0]) + 2, max(p[1], q[1]) + 2),
+            0,
+            180,
+            fill=_shade(rng, (235, 210, 120), 10),
+            width=max(1, int(r / 40)),
+        )
     for _ in range(rng.integers(3, 7)):
         p, radius = _around(rng, c, r * 0.5), r * rng.uniform(0.13, 0.2)
         _ellipse(draw, p, radius, radius, fill=_shade(rng, (120, 95, 80), 15))
         shine = (p[0] - radius * 0.35, p[1] - radius * 0.35)
         _ellipse(draw, shine, radius * 0.3, radius * 0.3, fill=_shade(rng, (165, 140, 125), 10))
     for _ in range(rng.integers(5, 15)):  # spring onion rings
-        _ellipse(draw, _around(rng, c, r * 0.7), r * 0.03, r * 0.03, fill=None,
-                 outline=(70, 160, 60), width=max(1, int(r / 50)))
+        _ellipse(
+            draw,
+            _around(rng, c, r * 0.7),
+            r * 0.03,
+            r * 0.03,
+            fill=None,
+            outline=(70, 160, 60),
+            width=max(1, int(r / 50)),
+        )
 
 
 def _gado_gado(draw: ImageDraw.ImageDraw, rng: np.random.Generator, c: Point, r: float) -> None:
@@ -164,8 +201,12 @@ def _gado_gado(draw: ImageDraw.ImageDraw, rng: np.random.Generator, c: Point, r:
     for _ in range(rng.integers(1, 3)):
         _egg(draw, rng, _around(rng, c, r * 0.5), r * 0.13, fried=False)
     for _ in range(rng.integers(3, 7)):  # peanut sauce poured across
-        draw.line([_around(rng, c, r * 0.6) for _ in range(3)],
-                  fill=_shade(rng, (175, 105, 45), 15), width=max(2, int(r / 14)), joint="curve")
+        draw.line(
+            [_around(rng, c, r * 0.6) for _ in range(3)],
+            fill=_shade(rng, (175, 105, 45), 15),
+            width=max(2, int(r / 14)),
+            joint="curve",
+        )
 
 
 DRAWERS: dict[str, Callable[[ImageDraw.ImageDraw, np.random.Generator, Point, float], None]] = {
@@ -179,8 +220,16 @@ DRAWERS: dict[str, Callable[[ImageDraw.ImageDraw, np.random.Generator, Point, fl
 
 def _background(rng: np.random.Generator, size: int) -> Image.Image:
     """A table: wood grain, checked cloth or speckled stone, in a random colour."""
-    base = np.array(_shade(rng, [(150, 105, 65), (200, 190, 175), (90, 90, 95),
-                                 (180, 60, 50), (60, 90, 130)][rng.integers(5)], 30), float)
+    base = np.array(
+        _shade(
+            rng,
+            [(150, 105, 65), (200, 190, 175), (90, 90, 95), (180, 60, 50), (60, 90, 130)][
+                rng.integers(5)
+            ],
+            30,
+        ),
+        float,
+    )
     y, x = np.mgrid[0:size, 0:size] / size
     kind = rng.integers(3)
     if kind == 0:

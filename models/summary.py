@@ -85,8 +85,9 @@ def architecture_summary(
     return copy.deepcopy(_summary(name, num_classes, image_size, **options))
 
 
-def measure_latency_ms(model: nn.Module, image_size: int, repeats: int = 30,
-                       warmup: int = 5) -> float:
+def measure_latency_ms(
+    model: nn.Module, image_size: int, repeats: int = 30, warmup: int = 5
+) -> float:
     """Median wall time (ms) of one forward pass of a single image on the model's device.
 
     `warmup` untimed calls first (they allocate memory and choose kernels), then `repeats`
@@ -128,8 +129,10 @@ def stage_grad_norms(model: nn.Module) -> dict[str, float]:
     """
     device = next(model.parameters()).device
     squares = [
-        sum((p.grad.detach().float().pow(2).sum() for p in params if p.grad is not None),
-            torch.zeros((), device=device))
+        sum(
+            (p.grad.detach().float().pow(2).sum() for p in params if p.grad is not None),
+            torch.zeros((), device=device),
+        )
         for params in stage_parameters(model).values()
     ]
     # One transfer for all stages: .tolist() syncs with the GPU.

@@ -44,9 +44,19 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     install_contract(app)
     app.add_middleware(TokenGate, fastapi_app=app)
-    for router in (health.router, architectures.router, hyperparameters.router, datasets.router,
-                   jobs.router, models.router, predict.router, compare.router, compare.jobs_router,
-                   reports.router, searches.router):
+    for router in (
+        health.router,
+        architectures.router,
+        hyperparameters.router,
+        datasets.router,
+        jobs.router,
+        models.router,
+        predict.router,
+        compare.router,
+        compare.jobs_router,
+        reports.router,
+        searches.router,
+    ):
         app.include_router(router)
     install_ui(app)
     return app

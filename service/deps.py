@@ -160,4 +160,3 @@ def protected_operations(openapi: dict[str, Any]) -> list[tuple[str, re.Pattern[
             if any(BEARER in requirement for requirement in operation.get("security", [])):
                 operations.append((method.upper(), pattern))
     return operations
-

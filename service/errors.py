@@ -76,8 +76,9 @@ async def _database_error(_: Request, exc: DBAPIError) -> JSONResponse:
     if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         message = f"the database is unreachable; try again shortly ({reason})"
-        return JSONResponse(status_code=503, content=error_body(message, "database"),
-                            headers={"Retry-After": "5"})
+        return JSONResponse(
+            status_code=503, content=error_body(message, "database"), headers={"Retry-After": "5"}
+        )
     raise exc
 
 

@@ -179,8 +179,10 @@ def _waiting(job: Job, live_queues: set[str] | None) -> str | None:
     if job.queue in live_queues:
         return None
     advice = " (a worker with a GPU)" if job.queue == "gpu" else ""
-    return (f"no live worker consumes the '{job.queue}' queue: start one{advice}, or submit "
-            "the job with device 'cpu' or 'auto'")
+    return (
+        f"no live worker consumes the '{job.queue}' queue: start one{advice}, or submit "
+        "the job with device 'cpu' or 'auto'"
+    )
 
 
 class JobsPublic(BaseModel):
@@ -269,11 +271,18 @@ class SearchPublic(BaseModel):
 
     @classmethod
     def from_row(cls, search: Search) -> SearchPublic:
-        fields = {name: getattr(search, name) for name in cls.model_fields
-                  if name not in ("architecture", "direction")}
-        return cls(**fields, direction="minimize" if search.objective == "val_loss" else "maximize",
-                   architecture=ArchitectureSpec(name=search.architecture,
-                                                 options=search.architecture_options))
+        fields = {
+            name: getattr(search, name)
+            for name in cls.model_fields
+            if name not in ("architecture", "direction")
+        }
+        return cls(
+            **fields,
+            direction="minimize" if search.objective == "val_loss" else "maximize",
+            architecture=ArchitectureSpec(
+                name=search.architecture, options=search.architecture_options
+            ),
+        )
 
 
 class SearchDetail(SearchPublic):

@@ -85,8 +85,12 @@ def multipart_body(properties: dict[str, Any], required: list[str]) -> dict[str,
     """The OpenAPI request body of a multipart form (`openapi_extra` of a route that parses
     its own body, so that the document still says what to send)."""
     # No other fields: the routes refuse them (400), so the document must not invite them.
-    schema = {"type": "object", "additionalProperties": False, "required": required,
-              "properties": properties}
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": required,
+        "properties": properties,
+    }
     return {
         "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
     }

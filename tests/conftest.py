@@ -21,5 +21,6 @@ def synth_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def synth_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_dataset_zip(tmp_path_factory.mktemp("synthzip") / "dishes.zip", per_class=8,
-                             size=40)
+    return write_dataset_zip(
+        tmp_path_factory.mktemp("synthzip") / "dishes.zip", per_class=8, size=40
+    )

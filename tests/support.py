@@ -105,8 +105,10 @@ def worker_env(settings: Settings) -> dict[str, str]:
         OMP_NUM_THREADS="1",
         PYTHONUNBUFFERED="1",
     )
-    for key, value in (("FOODLAB_DATABASE_URL", settings.database_url),
-                       ("FOODLAB_BROKER_URL", settings.broker_url)):
+    for key, value in (
+        ("FOODLAB_DATABASE_URL", settings.database_url),
+        ("FOODLAB_BROKER_URL", settings.broker_url),
+    ):
         if value:
             env[key] = value
         else:
@@ -118,13 +120,34 @@ class Worker:
     """A real `celery worker` process in its own process group, so kill -9 takes all of it."""
 
     def __init__(self, settings: Settings, log: Path) -> None:
-        command = [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "--pool",
-                   "solo", "-Q", "cpu", "--loglevel", "INFO", "--without-gossip",
-                   "--without-mingle", "--without-heartbeat", "-n", f"w{uuid.uuid4().hex[:6]}@%h"]
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.tasks",
+            "worker",
+            "--pool",
+            "solo",
+            "-Q",
+            "cpu",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"w{uuid.uuid4().hex[:6]}@%h",
+        ]
         self.log = log
-        self.process = subprocess.Popen(command, cwd=REPO, env=worker_env(settings),
-                                        stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=worker_env(settings),
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def kill(self) -> None:
         os.killpg(self.process.pid, signal.SIGKILL)
@@ -153,8 +176,12 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], Worker]]:
         worker.stop()
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str,
-               logs: list[Path] | tuple[Path, ...] = ()) -> Any:
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float,
+    what: str,
+    logs: list[Path] | tuple[Path, ...] = (),
+) -> Any:
     """The predicate's first truthy value; fails after `timeout` s with the logs' tails."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

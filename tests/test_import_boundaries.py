@@ -34,8 +34,9 @@ MAY_IMPORT = {
 
 def loaded_after(statement: str) -> set[str]:
     code = f"import sys; {statement}; print('\\n'.join(sys.modules))"
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
     return {name.split(".")[0] for name in result.stdout.split()}
 
 
@@ -66,8 +67,10 @@ def test_nothing_imports_the_service() -> None:
         str(path.relative_to(REPO))
         for package in ("core", "analysis", "demo", "models", "workers", "cli")
         for path in (REPO / package).rglob("*.py")
-        if any(line.startswith(("import service", "from service"))
-               for line in path.read_text().splitlines())
+        if any(
+            line.startswith(("import service", "from service"))
+            for line in path.read_text().splitlines()
+        )
     ]
     assert offenders == []
 

@@ -66,8 +66,10 @@ class LeaseLost(Exception):
     nothing."""
 
     def __init__(self, claim: Claim) -> None:
-        super().__init__(f"job {claim.job_id}: lease {claim.lease} of {claim.worker} was taken "
-                         "over by another worker")
+        super().__init__(
+            f"job {claim.job_id}: lease {claim.lease} of {claim.worker} was taken "
+            "over by another worker"
+        )
 
 
 class ShutdownSignals:
@@ -98,8 +100,12 @@ def with_database(settings: Settings, what: str, action: Callable[[], T]) -> T:
         except Exception as exc:
             if not is_database_outage(exc) or time.monotonic() > deadline:
                 raise
-            log.warning("database unreachable while %s; retrying in %.1fs: %s", what, delay,
-                        str(exc).splitlines()[0])
+            log.warning(
+                "database unreachable while %s; retrying in %.1fs: %s",
+                what,
+                delay,
+                str(exc).splitlines()[0],
+            )
         time.sleep(delay)
         delay = min(delay * 2, 5.0)
 
@@ -113,8 +119,9 @@ def fenced(settings: Settings, claim: Claim) -> Iterator[Session]:
         yield session
 
 
-def fenced_write(settings: Settings, claim: Claim, what: str,
-                 write: Callable[[Session], object]) -> None:
+def fenced_write(
+    settings: Settings, claim: Claim, what: str, write: Callable[[Session], object]
+) -> None:
     def attempt() -> None:
         with fenced(settings, claim) as session:
             write(session)
@@ -126,8 +133,13 @@ class DatabaseCallback(TrainingCallback):
     """Writes what the engine reports into the job's rows, committed as it happens, each
     write fenced by the claim."""
 
-    def __init__(self, settings: Settings, claim: Claim, heartbeat: Heartbeat | None = None,
-                 progress_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        claim: Claim,
+        heartbeat: Heartbeat | None = None,
+        progress_interval: float = 1.0,
+    ) -> None:
         self.settings = settings
         self.claim = claim
         self.job_id = claim.job_id
@@ -157,9 +169,14 @@ class DatabaseCallback(TrainingCallback):
         def write(session: Session) -> None:
             for metrics in info.history:
                 repo.upsert_metric(session=session, job_id=self.job_id, metrics=metrics)
-            repo.record_run_start(session=session, job_id=self.job_id, device=info.device,
-                                  num_parameters=info.num_parameters, gflops=info.gflops,
-                                  run_info=run_info)
+            repo.record_run_start(
+                session=session,
+                job_id=self.job_id,
+                device=info.device,
+                num_parameters=info.num_parameters,
+                gflops=info.gflops,
+                run_info=run_info,
+            )
 
         self._write("recording the run's start", write)
         self._total_epochs = info.total_epochs
@@ -174,8 +191,9 @@ class DatabaseCallback(TrainingCallback):
         self._last_progress = now
         try:  # progress is best-effort: a database outage must not stall training
             with fenced(self.settings, self.claim) as session:
-                self._record_progress(session, progress.epoch, progress.batch,
-                                      progress.total_batches)
+                self._record_progress(
+                    session, progress.epoch, progress.batch, progress.total_batches
+                )
         except Exception as exc:
             if not is_database_outage(exc):
                 raise
@@ -184,8 +202,7 @@ class DatabaseCallback(TrainingCallback):
         def write(session: Session) -> None:
             repo.upsert_metric(session=session, job_id=self.job_id, metrics=metrics)
             # The epoch's end is exact progress, whatever the throttled batch writes last said.
-            self._record_progress(session, metrics.epoch, self._total_batches,
-                                  self._total_batches)
+            self._record_progress(session, metrics.epoch, self._total_batches, self._total_batches)
 
         self._write(f"recording epoch {metrics.epoch}", write)
 
@@ -195,14 +212,29 @@ class DatabaseCallback(TrainingCallback):
         done_here = done - (self._start_epoch - 1) * batches
         elapsed = time.monotonic() - self._started
         eta = elapsed / done_here * (total - done) if done_here > 0 else None
-        repo.record_progress(session=session, job_id=self.job_id, epoch=epoch, batch=batch,
-                             total_batches=batches, percent=round(100.0 * done / max(total, 1), 2),
-                             eta_seconds=eta)
+        repo.record_progress(
+            session=session,
+            job_id=self.job_id,
+            epoch=epoch,
+            batch=batch,
+            total_batches=batches,
+            percent=round(100.0 * done / max(total, 1), 2),
+            eta_seconds=eta,
+        )
 
     def on_checkpoint(self, event: CheckpointEvent) -> None:
-        self._write(f"recording {event.path.name}", lambda session: repo.upsert_checkpoint(
-            session=session, job_id=self.job_id, kind=event.kind, epoch=event.epoch,
-            path=str(event.path), size_bytes=event.size_bytes, sha256=event.sha256))
+        self._write(
+            f"recording {event.path.name}",
+            lambda session: repo.upsert_checkpoint(
+                session=session,
+                job_id=self.job_id,
+                kind=event.kind,
+                epoch=event.epoch,
+                path=str(event.path),
+                size_bytes=event.size_bytes,
+                sha256=event.sha256,
+            ),
+        )
 
     def before_write(self) -> None:
         self._write("checking the claim before writing a file", lambda session: None)
@@ -252,8 +284,9 @@ class Heartbeat:
         while not self._stop.wait(self.settings.heartbeat_seconds):
             try:
                 with session_scope(self.settings.database) as session:
-                    held = repo.heartbeat(session=session, job_id=self.claim.job_id,
-                                          lease=self.claim.lease)
+                    held = repo.heartbeat(
+                        session=session, job_id=self.claim.job_id, lease=self.claim.lease
+                    )
             except Exception:  # noqa: BLE001 - a missed beat is retried; never kill the job
                 log.exception("heartbeat for job %s failed", self.claim.job_id)
                 continue
@@ -280,20 +313,21 @@ def run_job(settings: Settings, job_id: int, device: str | None = None) -> JobSt
     if claim is None:
         return None
     outcome: Outcome | None = Outcome(
-        JobStatus.failed, "the worker stopped before the job's outcome was known")
+        JobStatus.failed, "the worker stopped before the job's outcome was known"
+    )
     trial: TrialReporter | None = None
     try:
         with session_scope(settings.database) as session:
             job = repo.get_job(session=session, job_id=job_id)
             assert job is not None  # claimed just now
-            spec = job_spec(job.architecture, job.architecture_options, job.hyperparameters,
-                            device)
+            spec = job_spec(job.architecture, job.architecture_options, job.hyperparameters, device)
             data = Path(job.dataset.path)
             confine_to = _confinement(settings, job.dataset.source, data)
             trial = TrialReporter(settings, job) if job.search_id is not None else None
         with Heartbeat(settings, claim) as beat:
-            outcome = _train(settings, claim, spec, data, beat, confine_to,
-                             [trial] if trial else [])
+            outcome = _train(
+                settings, claim, spec, data, beat, confine_to, [trial] if trial else []
+            )
         if trial is not None and trial.pruned and outcome.status == JobStatus.cancelled:
             outcome = Outcome(JobStatus.pruned)
     except LeaseLost as exc:
@@ -318,13 +352,17 @@ def run_job(settings: Settings, job_id: int, device: str | None = None) -> JobSt
 def _claim(settings: Settings, job_id: int) -> Claim | None:
     me = worker_name()
     with session_scope(settings.database) as session:
-        if repo.fail_if_exhausted(session=session, job_id=job_id,
-                                  stale_after=settings.stale_after_seconds,
-                                  max_attempts=settings.max_attempts):
+        if repo.fail_if_exhausted(
+            session=session,
+            job_id=job_id,
+            stale_after=settings.stale_after_seconds,
+            max_attempts=settings.max_attempts,
+        ):
             log.error("job %s: out of attempts, failed", job_id)
             return None
-        lease = repo.claim_job(session=session, job_id=job_id, worker=me,
-                               stale_after=settings.stale_after_seconds)
+        lease = repo.claim_job(
+            session=session, job_id=job_id, worker=me, stale_after=settings.stale_after_seconds
+        )
     if lease is None:
         log.info("job %s is not claimable (finished, cancelled or alive elsewhere)", job_id)
         return None
@@ -334,8 +372,11 @@ def _claim(settings: Settings, job_id: int) -> Claim | None:
 def _record(settings: Settings, claim: Claim, outcome: Outcome) -> bool:
     """Write the attempt's end, fenced; False when the claim was already lost."""
     try:
-        return with_database(settings, f"recording the end of job {claim.job_id}",
-                             lambda: _record_once(settings, claim, outcome))
+        return with_database(
+            settings,
+            f"recording the end of job {claim.job_id}",
+            lambda: _record_once(settings, claim, outcome),
+        )
     except Exception:  # noqa: BLE001 - the job stays `running` and is reaped like a dead worker
         log.exception("could not record the end of job %s", claim.job_id)
         return False
@@ -348,11 +389,21 @@ def _record_once(settings: Settings, claim: Claim, outcome: Outcome) -> bool:
             # The API shows both: without the server's folders, and bounded.
             error = settings.public_text(outcome.error, 2000) if outcome.error else None
             trace = settings.public_text(outcome.traceback, 20_000) if outcome.traceback else None
-            return repo.finish_job(session=session, job_id=claim.job_id, status=outcome.status,
-                                   error=error, traceback=trace, lease=claim.lease)
-        released = repo.release_job(session=session, job_id=claim.job_id, lease=claim.lease,
-                                    reason=outcome.release,
-                                    counts_as_attempt=outcome.counts_as_attempt)
+            return repo.finish_job(
+                session=session,
+                job_id=claim.job_id,
+                status=outcome.status,
+                error=error,
+                traceback=trace,
+                lease=claim.lease,
+            )
+        released = repo.release_job(
+            session=session,
+            job_id=claim.job_id,
+            lease=claim.lease,
+            reason=outcome.release,
+            counts_as_attempt=outcome.counts_as_attempt,
+        )
         queue = repo.require_job(session=session, job_id=claim.job_id).queue
     if released:
         log.warning("job %s handed back to the queue: %s", claim.job_id, outcome.release)
@@ -393,24 +444,37 @@ def with_weight_files(spec: TrainSpec, weights_root: Path | None) -> TrainSpec:
     return TrainSpec(architecture=architecture, hyperparameters=hyper)
 
 
-def _train(settings: Settings, claim: Claim, spec: TrainSpec, data: Path, beat: Heartbeat,
-           confine_to: Path | None, extra_callbacks: list[TrainingCallback]) -> Outcome:
+def _train(
+    settings: Settings,
+    claim: Claim,
+    spec: TrainSpec,
+    data: Path,
+    beat: Heartbeat,
+    confine_to: Path | None,
+    extra_callbacks: list[TrainingCallback],
+) -> Outcome:
     out_dir = job_dir(settings.checkpoints_dir, claim.job_id)
     spec = with_weight_files(spec, settings.weights_root)
     if confine_to is not None and data.is_dir():
         scan_dataset(data, confine_to)  # refuses links leading outside; cheap (stats only)
     callback = DatabaseCallback(settings, claim, beat)
-    result = train(spec, data, out_dir, callbacks=[callback, *extra_callbacks],
-                   cache_dir=settings.cache_dir)
+    result = train(
+        spec, data, out_dir, callbacks=[callback, *extra_callbacks], cache_dir=settings.cache_dir
+    )
     if result.status == "cancelled":
         if shutdown.warm.is_set() and not callback.cancel_seen:
             return Outcome(release="the worker shut down (warm); resumes from the last epoch")
         return Outcome(JobStatus.cancelled)
     test = result.test
     if test is not None:
-        fenced_write(settings, claim, "recording the test score", lambda session:
-                     repo.record_test_metrics(session=session, job_id=claim.job_id,
-                                              metrics=test))
+        fenced_write(
+            settings,
+            claim,
+            "recording the test score",
+            lambda session: repo.record_test_metrics(
+                session=session, job_id=claim.job_id, metrics=test
+            ),
+        )
     record_inference_latency(settings, claim, spec, len(result.class_names))
     return Outcome(JobStatus.succeeded)
 
@@ -471,28 +535,37 @@ def _is_disk_full(exc: BaseException | None) -> bool:
     return False
 
 
-def record_inference_latency(settings: Settings, claim: Claim, spec: TrainSpec,
-                             num_classes: int) -> None:
+def record_inference_latency(
+    settings: Settings, claim: Claim, spec: TrainSpec, num_classes: int
+) -> None:
     """CPU latency of one image at the job's size, kept in run_info for comparisons.
 
     The weights do not change the time, so a freshly built model is timed. Best-effort: a
     trained job never fails for want of this number.
     """
     try:
-        options = {k: v for k, v in spec.architecture.options.items()
-                   if k != "pretrained_weights"}
+        options = {k: v for k, v in spec.architecture.options.items() if k != "pretrained_weights"}
         model = build_model(spec.architecture.name, num_classes, **options)
-        latency_ms = measure_latency_ms(model, spec.hyperparameters.image_size,
-                                        repeats=LATENCY_RUNS)
+        latency_ms = measure_latency_ms(
+            model, spec.hyperparameters.image_size, repeats=LATENCY_RUNS
+        )
     except Exception:  # noqa: BLE001 - see above
         log.exception("job %s: measuring inference latency failed", claim.job_id)
         return
-    fenced_write(settings, claim, "recording latency", lambda session:
-                 repo.record_inference_latency(session=session, job_id=claim.job_id,
-                                               inference_ms=latency_ms, device="cpu",
-                                               threads=torch.get_num_threads(),
-                                               runs=LATENCY_RUNS,
-                                               load_average=os.getloadavg()[0]))
+    fenced_write(
+        settings,
+        claim,
+        "recording latency",
+        lambda session: repo.record_inference_latency(
+            session=session,
+            job_id=claim.job_id,
+            inference_ms=latency_ms,
+            device="cpu",
+            threads=torch.get_num_threads(),
+            runs=LATENCY_RUNS,
+            load_average=os.getloadavg()[0],
+        ),
+    )
 
 
 def resend(settings: Settings, jobs: list[tuple[int, str]]) -> list[int]:
@@ -517,14 +590,18 @@ def requeue_stale_jobs(settings: Settings, alive: str | None = None) -> list[int
     `last.pt`; the sweeper sends them), or cancelled, or failed once out of attempts.
     `alive`: this process's own worker name, whose jobs are never its own reaper's to take."""
     with session_scope(settings.database) as session:
-        stale = repo.stale_jobs(session=session, stale_after=settings.stale_after_seconds,
-                                alive=alive)
+        stale = repo.stale_jobs(
+            session=session, stale_after=settings.stale_after_seconds, alive=alive
+        )
     requeued = []
     for job_id in stale:
         with session_scope(settings.database) as session:  # one unit of work per job
-            status = repo.requeue_if_stale(session=session, job_id=job_id,
-                                           stale_after=settings.stale_after_seconds,
-                                           max_attempts=settings.max_attempts)
+            status = repo.requeue_if_stale(
+                session=session,
+                job_id=job_id,
+                stale_after=settings.stale_after_seconds,
+                max_attempts=settings.max_attempts,
+            )
         if status == JobStatus.queued:
             requeued.append(job_id)
         elif status is not None:
@@ -538,8 +615,9 @@ def sweep_unsent_jobs(settings: Settings) -> list[int]:
     """Send again the queued jobs that no worker took within `resend_after_seconds` (a lost
     message, a broker restart without persistence, a send that failed)."""
     with session_scope(settings.database) as session:
-        jobs = repo.unsent_jobs(session=session, resend_after=settings.resend_after_seconds,
-                                skip_queues=[LOCAL_QUEUE])
+        jobs = repo.unsent_jobs(
+            session=session, resend_after=settings.resend_after_seconds, skip_queues=[LOCAL_QUEUE]
+        )
         pending = [(job.id, job.queue) for job in jobs]
     sent = resend(settings, pending) if pending else []
     if sent:
@@ -577,15 +655,25 @@ class StaleJobReaper:
     def _run(self) -> None:
         # Presence is refreshed well within stale_after, the age at which the API stops
         # counting a worker as alive.
-        interval = max(min(self.settings.stale_after_seconds, self.settings.resend_after_seconds,
-                           2 * self.settings.heartbeat_seconds) / 2, 0.5)
+        interval = max(
+            min(
+                self.settings.stale_after_seconds,
+                self.settings.resend_after_seconds,
+                2 * self.settings.heartbeat_seconds,
+            )
+            / 2,
+            0.5,
+        )
         while True:
             try:
                 self._record_presence()
                 requeue_stale_jobs(self.settings, alive=worker_name())
                 sweep_unsent_jobs(self.settings)
             except Exception as exc:  # noqa: BLE001 - the database may be briefly away
-                log.warning("stale-job check failed (tried again in %.1fs): %s", interval,
-                            str(exc).splitlines()[0])
+                log.warning(
+                    "stale-job check failed (tried again in %.1fs): %s",
+                    interval,
+                    str(exc).splitlines()[0],
+                )
             if self._stop.wait(interval):
                 return

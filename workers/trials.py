@@ -30,7 +30,8 @@ class TrialReporter(TrainingCallback):
         assert search is not None and job.trial_number is not None
         study = searches.load_study(settings.database, search)
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(
-            study._study_id, job.trial_number)
+            study._study_id, job.trial_number
+        )
         self.trial = optuna.Trial(study, trial_id)
         self.objective = search.objective
         self.epochs = int(job.hyperparameters.get("epochs", 1))
@@ -71,7 +72,8 @@ def finish_trial(settings: Settings, job_id: int) -> None:
     """Tell the study how the job ended and queue the search's next trials. The job's own end
     is already stored: a failure here is logged, and the next finishing trial fills again."""
     try:
-        searches.finish_trial(settings.database, job_id, models.canonical_options,
-                              enqueue(settings))
+        searches.finish_trial(
+            settings.database, job_id, models.canonical_options, enqueue(settings)
+        )
     except Exception:  # noqa: BLE001 - the database or Optuna may be briefly away
         log.exception("telling the search how job %s ended failed", job_id)

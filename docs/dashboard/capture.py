@@ -15,8 +15,16 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 HERE = Path(__file__).resolve().parent
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def main() -> None:
@@ -29,9 +37,12 @@ def main() -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
         page = browser.new_page(viewport={"width": 1366, "height": 768})
-        for name, path in (("jobs", "/ui/"), ("job", f"/ui/jobs/{args.job}"),
-                           ("compare", f"/ui/compare?jobs={args.jobs}"),
-                           ("datasets", "/ui/datasets")):
+        for name, path in (
+            ("jobs", "/ui/"),
+            ("job", f"/ui/jobs/{args.job}"),
+            ("compare", f"/ui/compare?jobs={args.jobs}"),
+            ("datasets", "/ui/datasets"),
+        ):
             page.goto(args.url + path)
             page.wait_for_load_state("networkidle")
             if name == "compare":

@@ -25,11 +25,17 @@ jobs_router = APIRouter(prefix="/jobs", tags=["experiments"])
 
 MAX_JOBS = 50
 PNG: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-          "description": "a PNG image"}
+    200: {
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "a PNG image",
+    }
 } | errors(404)
-TABLES = {"content": {"text/csv": {"schema": {"type": "string"}},
-                      "text/markdown": {"schema": {"type": "string"}}}}
+TABLES = {
+    "content": {
+        "text/csv": {"schema": {"type": "string"}},
+        "text/markdown": {"schema": {"type": "string"}},
+    }
+}
 
 # Ids of up to 18 digits stay below the largest row id (2**63 - 1), so the pattern alone
 # says which values are valid; the count is checked after duplicates are dropped.

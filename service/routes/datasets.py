@@ -41,9 +41,14 @@ UPLOAD_BODY = multipart_body(
 )
 
 
-@router.post("", status_code=201, response_model=DatasetPublic, dependencies=[TokenDep],
-             responses=errors(400, 413, 415),
-             openapi_extra=UPLOAD_BODY)
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetPublic,
+    dependencies=[TokenDep],
+    responses=errors(400, 413, 415),
+    openapi_extra=UPLOAD_BODY,
+)
 async def upload_dataset(
     request: Request, session: SessionDep, settings: SettingsDep, response: Response
 ) -> DatasetPublic:
@@ -57,9 +62,7 @@ async def upload_dataset(
         name = received.fields.get("name") or _stem(received.filename)
         if len(name) > 200:
             raise InvalidInput("name: at most 200 characters", "name")
-        dataset = await run_in_threadpool(
-            _store_upload, session, settings, received.path, name
-        )
+        dataset = await run_in_threadpool(_store_upload, session, settings, received.path, name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     response.headers["Location"] = f"/datasets/{dataset.id}"
@@ -76,23 +79,33 @@ def _stem(filename: str | None) -> str:
     return Path(filename or "dataset.zip").stem[:200] or "dataset"
 
 
-@router.post("/register", status_code=201, response_model=DatasetPublic, responses=errors(403),
-             dependencies=[TokenDep])
+@router.post(
+    "/register",
+    status_code=201,
+    response_model=DatasetPublic,
+    responses=errors(403),
+    dependencies=[TokenDep],
+)
 def register_server_folder(
     body: DatasetRegister, session: SessionDep, settings: SettingsDep, response: Response
 ) -> DatasetPublic:
     root = settings.datasets_root
     if root is None:
-        raise Forbidden("registering server folders is disabled: set FOODLAB_DATASETS_ROOT",
-                       "path")
+        raise Forbidden("registering server folders is disabled: set FOODLAB_DATASETS_ROOT", "path")
     try:
         folder = (root / body.path).resolve()
     except (OSError, RuntimeError):  # a link loop, a name too long for the filesystem
         raise InvalidInput("path: not a usable folder path", "path") from None
     if not folder.is_relative_to(root):
         raise Forbidden("path must stay under the datasets root (FOODLAB_DATASETS_ROOT)", "path")
-    dataset = register_folder(session=session, settings=settings, root=folder,
-                              name=body.name or folder.name, source="folder", confine_to=root)
+    dataset = register_folder(
+        session=session,
+        settings=settings,
+        root=folder,
+        name=body.name or folder.name,
+        source="folder",
+        confine_to=root,
+    )
     session.commit()
     response.headers["Location"] = f"/datasets/{dataset.id}"
     return DatasetPublic.from_row(dataset)
@@ -113,8 +126,7 @@ def get_dataset(dataset: DatasetDep) -> DatasetPublic:
     return DatasetPublic.from_row(dataset)
 
 
-@router.delete("/{dataset_id:int}", status_code=204, dependencies=[TokenDep],
-               responses=errors(409))
+@router.delete("/{dataset_id:int}", status_code=204, dependencies=[TokenDep], responses=errors(409))
 def delete_dataset(dataset: DatasetDep, session: SessionDep, settings: SettingsDep) -> Response:
     """Forget a dataset with no jobs; an uploaded one's files go too, a registered folder stays."""
     jobs = repo.count_jobs(session=session, dataset_id=dataset.id)
@@ -125,8 +137,10 @@ def delete_dataset(dataset: DatasetDep, session: SessionDep, settings: SettingsD
     session.commit()  # the row goes first: files of a dataset still listed are never missing
     if dataset.source == "upload" and folder.is_relative_to(settings.datasets_dir):
         # The upload was unpacked into datasets/<id>/, possibly under a wrapper folder.
-        shutil.rmtree(settings.datasets_dir / folder.relative_to(settings.datasets_dir).parts[0],
-                      ignore_errors=True)
+        shutil.rmtree(
+            settings.datasets_dir / folder.relative_to(settings.datasets_dir).parts[0],
+            ignore_errors=True,
+        )
     return Response(status_code=204)
 
 
@@ -135,8 +149,11 @@ JPEG: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/{dataset_id:int}/thumbnails/{class_index}/{index}", response_class=FileResponse,
-            responses=JPEG)
+@router.get(
+    "/{dataset_id:int}/thumbnails/{class_index}/{index}",
+    response_class=FileResponse,
+    responses=JPEG,
+)
 def dataset_thumbnail(
     dataset: DatasetDep,
     class_index: int,
@@ -146,8 +163,15 @@ def dataset_thumbnail(
     """A JPEG preview (at most 128 px) of image `index` (0-7) of class `class_index` (its
     position in `classes`). Made once and cached under FOODLAB_HOME, never in the dataset."""
     cache = settings.cache_dir / "thumbnails" / str(dataset.id) / dataset.fingerprint[:16]
-    path = thumbnail(dataset_root=Path(dataset.path), classes=list(dataset.classes),
-                     class_index=class_index, index=index, cache_folder=cache,
-                     limits=ImageLimits.of(settings), decodes=settings.max_concurrent_decodes)
-    return FileResponse(path, media_type="image/jpeg",
-                        headers={"Cache-Control": "private, max-age=3600"})
+    path = thumbnail(
+        dataset_root=Path(dataset.path),
+        classes=list(dataset.classes),
+        class_index=class_index,
+        index=index,
+        cache_folder=cache,
+        limits=ImageLimits.of(settings),
+        decodes=settings.max_concurrent_decodes,
+    )
+    return FileResponse(
+        path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+    )

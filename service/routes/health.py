@@ -27,8 +27,13 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=Readiness, responses={
-    503: {"model": Readiness, "description": "the database or the broker is unreachable"}})
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={
+        503: {"model": Readiness, "description": "the database or the broker is unreachable"}
+    },
+)
 def readyz(session: SessionDep, settings: SettingsDep) -> JSONResponse:
     checks = {
         "database": _check(lambda: session.execute(text("SELECT 1"))),

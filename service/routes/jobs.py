@@ -37,13 +37,18 @@ def live_queues(session: SessionDep, settings: SettingsDep) -> set[str]:
     return repo.live_queues(session=session, stale_after=settings.stale_after_seconds)
 
 
-@router.post("", status_code=201, response_model=JobPublic, dependencies=[TokenDep],
-             responses=errors(404))
+@router.post(
+    "", status_code=201, response_model=JobPublic, dependencies=[TokenDep], responses=errors(404)
+)
 def create_job(
     body: JobCreate, session: SessionDep, settings: SettingsDep, response: Response
 ) -> JobPublic:
-    jobs = create_jobs(session=session, request=body, canonical_options=models.canonical_options,
-                       weights_root=settings.weights_root)
+    jobs = create_jobs(
+        session=session,
+        request=body,
+        canonical_options=models.canonical_options,
+        weights_root=settings.weights_root,
+    )
     session.commit()
     # Commit first, then enqueue: a worker must always find the row its message names.
     send_or_withdraw(session, settings, jobs)
@@ -62,9 +67,11 @@ def send_or_withdraw(session: SessionDep, settings: SettingsDep, jobs: list[Job]
         for job in jobs:
             repo.delete_job(session=session, job=job)
         session.commit()
-        raise Unavailable(f"the job queue (broker) is unreachable, so no job was created; "
-                          f"try again when it is back ({type(exc).__name__}: {exc})",
-                          "broker") from None
+        raise Unavailable(
+            f"the job queue (broker) is unreachable, so no job was created; "
+            f"try again when it is back ({type(exc).__name__}: {exc})",
+            "broker",
+        ) from None
     repo.mark_enqueued(session=session, job_ids=[job.id for job in jobs])
     session.commit()
 
@@ -106,9 +113,11 @@ def get_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> JobPubli
     return JobPublic.from_row(job, live_queues(session, settings))
 
 
-@router.get("/{job_id:int}/metrics", response_model=MetricsPublic,
-            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
-            | errors(404))
+@router.get(
+    "/{job_id:int}/metrics",
+    response_model=MetricsPublic,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}} | errors(404),
+)
 def get_metrics(
     job: JobDep,
     session: SessionDep,
@@ -151,8 +160,9 @@ def get_checkpoints(
     ]
 
 
-@router.post("/{job_id:int}/cancel", response_model=JobPublic, dependencies=[TokenDep],
-             responses=errors(409))
+@router.post(
+    "/{job_id:int}/cancel", response_model=JobPublic, dependencies=[TokenDep], responses=errors(409)
+)
 def cancel_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> JobPublic:
     if job.status.finished:
         raise Conflict(f"job {job.id} is already {job.status.value}", "job_id")
@@ -161,15 +171,18 @@ def cancel_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> JobPu
     return JobPublic.from_row(job, live_queues(session, settings))
 
 
-@router.post("/{job_id:int}/retry", response_model=JobPublic, dependencies=[TokenDep],
-             responses=errors(409))
+@router.post(
+    "/{job_id:int}/retry", response_model=JobPublic, dependencies=[TokenDep], responses=errors(409)
+)
 def retry_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> JobPublic:
     """Queue a failed or cancelled job again; it resumes from its last checkpoint when that
     is compatible (same architecture, data and recipe), else the worker reports why not.
     With the broker down the job stays queued and the workers' sweeper sends it later."""
     if job.status not in (JobStatus.failed, JobStatus.cancelled):
-        raise Conflict(f"job {job.id} is {job.status.value}; only failed or cancelled jobs "
-                       "can be retried", "job_id")
+        raise Conflict(
+            f"job {job.id} is {job.status.value}; only failed or cancelled jobs can be retried",
+            "job_id",
+        )
     repo.retry_job(session=session, job=job)
     session.commit()
     try:
@@ -181,8 +194,7 @@ def retry_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> JobPub
     return JobPublic.from_row(job, live_queues(session, settings))
 
 
-@router.delete("/{job_id:int}", status_code=204, dependencies=[TokenDep],
-               responses=errors(409))
+@router.delete("/{job_id:int}", status_code=204, dependencies=[TokenDep], responses=errors(409))
 def delete_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> Response:
     repo.settle_abandoned_cancel(session=session, job=job, stale_after=settings.stale_after_seconds)
     if not job.status.finished:

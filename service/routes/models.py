@@ -105,22 +105,25 @@ def get_serving(
     session: SessionDep, server: ModelServerDep, dataset_id: DatasetQuery = None
 ) -> ServingModelPublic:
     """The model that answers `POST /predict` (with the same `dataset_id`) right now."""
-    choice = servable.resolve_choice(
-        session=session, choices=server.choices, dataset_id=dataset_id
-    )
+    choice = servable.resolve_choice(session=session, choices=server.choices, dataset_id=dataset_id)
     return ServingModelPublic.from_choice(choice)
 
 
-@router.post("/{job_id:int}/promote", response_model=ModelPublic, dependencies=[TokenDep],
-             responses=errors(404, 409))
+@router.post(
+    "/{job_id:int}/promote",
+    response_model=ModelPublic,
+    dependencies=[TokenDep],
+    responses=errors(404, 409),
+)
 async def promote(job_id: RowId, session: SessionDep, server: ModelServerDep) -> ModelPublic:
     """Serve this job for its dataset from the next request on, whatever its accuracy."""
     model = await anyio.to_thread.run_sync(_load_and_promote, session, server, job_id)
     return ModelPublic.from_model(model, serving=True)
 
 
-@router.delete("/{job_id:int}/promote", status_code=204, dependencies=[TokenDep],
-               responses=errors(404))
+@router.delete(
+    "/{job_id:int}/promote", status_code=204, dependencies=[TokenDep], responses=errors(404)
+)
 def unpromote(job: JobDep, session: SessionDep) -> Response:
     """Return the job's dataset to automatic selection (idempotent)."""
     if job.promoted_at is not None:
@@ -129,9 +132,7 @@ def unpromote(job: JobDep, session: SessionDep) -> Response:
     return Response(status_code=204)
 
 
-def _load_and_promote(
-    session: Session, server: ModelServer, job_id: int
-) -> ServableModel:
+def _load_and_promote(session: Session, server: ModelServer, job_id: int) -> ServableModel:
     model = servable.require_servable(session=session, job_id=job_id)
     # Loading first refuses a broken bundle (409) and warms the cache for the next request.
     server.cache.get(model)

@@ -82,8 +82,12 @@ class Upload:
     data: bytes
 
 
-@router.post("", response_model=PredictionsPublic, openapi_extra=UPLOAD_BODY,
-             responses=errors(400, 404, 409, 413, 415))
+@router.post(
+    "",
+    response_model=PredictionsPublic,
+    openapi_extra=UPLOAD_BODY,
+    responses=errors(400, 404, 409, 413, 415),
+)
 async def predict(
     request: Request,
     settings: SettingsDep,
@@ -234,9 +238,7 @@ def open_image(upload: Upload, limits: ImageLimits) -> Image.Image:
             f"{upload.name}: not a decodable image; send JPEG, PNG or WebP", FIELD
         ) from None
     except Image.DecompressionBombError:
-        raise BadRequest(
-            f"{upload.name}: too many pixels (decompression bomb?)", FIELD
-        ) from None
+        raise BadRequest(f"{upload.name}: too many pixels (decompression bomb?)", FIELD) from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt data
         raise _corrupt(upload, exc) from None
     problem = limits.problem(*image.size)

@@ -29,23 +29,34 @@ def load_search(session: SessionDep, search_id: RowId) -> Search:
     return search
 
 
-@router.post("", status_code=201, response_model=SearchPublic, dependencies=[TokenDep],
-             responses=errors(404))
-def create_search(body: SearchRequest, session: SessionDep, settings: SettingsDep,
-                  response: Response) -> SearchPublic:
-    search = searches.create_search(session=session, database_url=settings.database,
-                                    request=body, canonical_options=models.canonical_options)
+@router.post(
+    "", status_code=201, response_model=SearchPublic, dependencies=[TokenDep], responses=errors(404)
+)
+def create_search(
+    body: SearchRequest, session: SessionDep, settings: SettingsDep, response: Response
+) -> SearchPublic:
+    search = searches.create_search(
+        session=session,
+        database_url=settings.database,
+        request=body,
+        canonical_options=models.canonical_options,
+    )
     session.commit()
-    searches.fill_search(settings.database, search.id, models.canonical_options,
-                         lambda job_id, queue: send_training(settings, job_id, queue))
+    searches.fill_search(
+        settings.database,
+        search.id,
+        models.canonical_options,
+        lambda job_id, queue: send_training(settings, job_id, queue),
+    )
     session.refresh(search)
     response.headers["Location"] = f"/searches/{search.id}"
     return SearchPublic.from_row(search)
 
 
 @router.get("", response_model=SearchesPublic)
-def list_searches(session: SessionDep, offset: RowOffset = 0,
-                  limit: Annotated[int, Query(ge=1, le=500)] = 50) -> SearchesPublic:
+def list_searches(
+    session: SessionDep, offset: RowOffset = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> SearchesPublic:
     total = session.scalar(select(func.count()).select_from(Search)) or 0
     rows = session.scalars(select(Search).order_by(Search.id.desc()).offset(offset).limit(limit))
     return SearchesPublic(data=[SearchPublic.from_row(row) for row in rows], count=total)
@@ -54,22 +65,34 @@ def list_searches(session: SessionDep, offset: RowOffset = 0,
 @router.get("/{search_id:int}", response_model=SearchDetail)
 def get_search(search_id: RowId, session: SessionDep, settings: SettingsDep) -> SearchDetail:
     search = load_search(session, search_id)
-    summary = searches.search_summary(session=session, database_url=settings.database,
-                                      search=search)
+    summary = searches.search_summary(
+        session=session, database_url=settings.database, search=search
+    )
     return SearchDetail(**SearchPublic.from_row(search).model_dump(), **summary)
 
 
-@router.get("/{search_id:int}/{kind}.png", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}} | errors(409))
-def search_plot(search_id: RowId, kind: Literal["history", "parallel", "importances"],
-                session: SessionDep, settings: SettingsDep) -> Response:
+@router.get(
+    "/{search_id:int}/{kind}.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}} | errors(409),
+)
+def search_plot(
+    search_id: RowId,
+    kind: Literal["history", "parallel", "importances"],
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Response:
     """Optimisation history, parallel coordinates or parameter importances (Optuna's plots)."""
     png = searches.search_plot(settings.database, load_search(session, search_id), kind)
     return Response(png, media_type="image/png")
 
 
-@router.post("/{search_id:int}/cancel", response_model=SearchPublic, dependencies=[TokenDep],
-             responses=errors(409))
+@router.post(
+    "/{search_id:int}/cancel",
+    response_model=SearchPublic,
+    dependencies=[TokenDep],
+    responses=errors(409),
+)
 def cancel_search(search_id: RowId, session: SessionDep, settings: SettingsDep) -> SearchPublic:
     search = load_search(session, search_id)
     stopped = searches.cancel_search(session=session, search=search)

@@ -26,12 +26,21 @@ root_router = APIRouter(include_in_schema=False)
 # Each page's ES modules beyond its own, preloaded so the browser fetches them side by side
 # instead of one import level at a time.
 CHARTS = ["js/api.js", "js/charts.js", "vendor/uplot/uPlot.esm.js"]
-MODULES = {"jobs": ["js/api.js", "js/jobform.js"], "job": CHARTS, "compare": CHARTS,
-           "datasets": ["js/api.js"], "predict": ["js/api.js"]}
+MODULES = {
+    "jobs": ["js/api.js", "js/jobform.js"],
+    "job": CHARTS,
+    "compare": CHARTS,
+    "datasets": ["js/api.js"],
+    "predict": ["js/api.js"],
+}
 
 # (path, template, title in the navigation)
-NAVIGATION = (("/ui/", "jobs", "Jobs"), ("/ui/compare", "compare", "Compare"),
-              ("/ui/datasets", "datasets", "Datasets"), ("/ui/predict", "predict", "Predict"))
+NAVIGATION = (
+    ("/ui/", "jobs", "Jobs"),
+    ("/ui/compare", "compare", "Compare"),
+    ("/ui/datasets", "datasets", "Datasets"),
+    ("/ui/predict", "predict", "Predict"),
+)
 
 
 def _page(request: Request, settings: SettingsDep, page: str, **context: object) -> HTMLResponse:

@@ -19,9 +19,16 @@ from tests.support import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; never a downloaded browser
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 VIEWPORT = {"width": 1366, "height": 768}
 
@@ -41,14 +48,26 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.home = home
         self.log = log
-        environment = {k: v for k, v in os.environ.items()
-                       if not k.startswith("FOODLAB_") or k == "FOODLAB_HOME"}
-        environment.update(FOODLAB_HOME=str(home), FOODLAB_WORKER_DEVICE="cpu",
-                           OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **env)
+        environment = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("FOODLAB_") or k == "FOODLAB_HOME"
+        }
+        environment.update(
+            FOODLAB_HOME=str(home),
+            FOODLAB_WORKER_DEVICE="cpu",
+            OMP_NUM_THREADS="1",
+            PYTHONUNBUFFERED="1",
+            **env,
+        )
         self.process = subprocess.Popen(
             [str(Path(sys.executable).with_name("foodlab")), "up", "--port", str(self.port)],
-            cwd=REPO, env=environment, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-            start_new_session=True)
+            cwd=REPO,
+            env=environment,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def wait_ready(self, timeout: float = 90) -> None:
@@ -56,8 +75,12 @@ class Server:
         # The first GET /architectures builds every network to count its FLOPs (many seconds
         # on a busy machine); ask now, in the background, as a browser opening the jobs page
         # would, so the new-job form is not waiting for it later.
-        threading.Thread(target=httpx.get, args=(f"{self.url}/architectures",),
-                         kwargs={"timeout": 180}, daemon=True).start()
+        threading.Thread(
+            target=httpx.get,
+            args=(f"{self.url}/architectures",),
+            kwargs={"timeout": 180},
+            daemon=True,
+        ).start()
 
     def _ready(self) -> bool:
         if self.process.poll() is not None:
@@ -82,8 +105,12 @@ class Server:
 
     def wait_for_status(self, job_id: int, statuses: set[str], timeout: float = 90) -> dict:
         what = f"job {job_id} to be {' or '.join(sorted(statuses))}"
-        return wait_until(lambda: (job := self.job(job_id))["status"] in statuses and job,
-                          timeout, what, [self.log])
+        return wait_until(
+            lambda: (job := self.job(job_id))["status"] in statuses and job,
+            timeout,
+            what,
+            [self.log],
+        )
 
 
 def launch_chromium(playwright: Playwright) -> Browser:
@@ -99,9 +126,12 @@ class Watched:
     requests: list[str] = field(default_factory=list)
 
     def remote_requests(self) -> list[str]:
-        return [url for url in self.requests
-                if urlsplit(url).scheme not in {"data", "blob", "about"}
-                and urlsplit(url).hostname not in LOOPBACK]
+        return [
+            url
+            for url in self.requests
+            if urlsplit(url).scheme not in {"data", "blob", "about"}
+            and urlsplit(url).hostname not in LOOPBACK
+        ]
 
     def unexpected_errors(self, allowed_statuses: tuple[int, ...] = ()) -> list[str]:
         # Chromium logs every 4xx answer as a console error; a test that provokes one says so.

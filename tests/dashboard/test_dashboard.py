@@ -29,8 +29,9 @@ def dataset_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def dataset(server: Server, dataset_zip: Path) -> dict:
     with dataset_zip.open("rb") as handle:
-        response = server.http.post("/datasets", files={"file": ("dishes.zip", handle)},
-                                    data={"name": "dishes"})
+        response = server.http.post(
+            "/datasets", files={"file": ("dishes.zip", handle)}, data={"name": "dishes"}
+        )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -43,8 +44,11 @@ def pair(server: Server, dataset: dict) -> list[int]:
 
 
 def start_job(server: Server, dataset: dict, architecture: str, **hyper: object) -> int:
-    body = {"dataset_id": dataset["id"], "architecture": {"name": architecture},
-            "hyperparameters": {**TINY, **hyper}}
+    body = {
+        "dataset_id": dataset["id"],
+        "architecture": {"name": architecture},
+        "hyperparameters": {**TINY, **hyper},
+    }
     response = server.http.post("/jobs", json=body)
     assert response.status_code == 201, response.text
     return response.json()["id"]
@@ -184,8 +188,13 @@ def test_cancel_a_running_job(
 
 
 def test_predict_an_uploaded_photo(
-    server: Server, dataset: dict, finished_pair: list[int], dataset_zip: Path, watched: Watched,
-    screenshots: Path, tmp_path: Path
+    server: Server,
+    dataset: dict,
+    finished_pair: list[int],
+    dataset_zip: Path,
+    watched: Watched,
+    screenshots: Path,
+    tmp_path: Path,
 ) -> None:
     with zipfile.ZipFile(dataset_zip) as archive:
         name = next(n for n in archive.namelist() if n.startswith("sate/") and n.endswith(".jpg"))
@@ -212,8 +221,13 @@ def test_predict_an_uploaded_photo(
     watched.assert_clean()
 
 
-PAGES = {"jobs": "/ui/", "job": "/ui/jobs/{first}", "compare": "/ui/compare?jobs={ids}",
-         "datasets": "/ui/datasets", "predict": "/ui/predict"}
+PAGES = {
+    "jobs": "/ui/",
+    "job": "/ui/jobs/{first}",
+    "compare": "/ui/compare?jobs={ids}",
+    "datasets": "/ui/datasets",
+    "predict": "/ui/predict",
+}
 
 
 def test_every_page_loads_without_errors_or_remote_requests(

@@ -17,18 +17,23 @@ from demo.dishes import write_dataset
 # Two CPU cores are shared with other test suites; one thread each keeps runs predictable.
 torch.set_num_threads(1)
 
+
 @pytest.fixture(scope="session")
 def synth_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 dishes x 12 images at 40 px, drawn once per session."""
-    return write_dataset(tmp_path_factory.mktemp("synth") / "data", 12, 40,
-                         dishes=("bakso", "rendang", "sate"))
+    return write_dataset(
+        tmp_path_factory.mktemp("synth") / "data", 12, 40, dishes=("bakso", "rendang", "sate")
+    )
 
 
 @pytest.fixture
 def synth_data(synth_template: Path, tmp_path: Path) -> Path:
     """A private copy (without split manifests), so a test may add, break or lock files."""
-    return Path(shutil.copytree(synth_template, tmp_path / "data",
-                                ignore=shutil.ignore_patterns(".foodlab")))
+    return Path(
+        shutil.copytree(
+            synth_template, tmp_path / "data", ignore=shutil.ignore_patterns(".foodlab")
+        )
+    )
 
 
 @pytest.fixture
@@ -36,8 +41,11 @@ def runs(tmp_path: Path) -> Iterator[Path]:
     """A folder for run outputs, in RAM where there is /dev/shm: every epoch writes 100-250 MB
     of checkpoints, and writing and fsyncing them to a shared disk dominated the test time."""
     shm = Path("/dev/shm")
-    folder = Path(tempfile.mkdtemp(prefix="foodlab-engine-", dir=shm)) if shm.is_dir() else (
-        tmp_path / "runs")
+    folder = (
+        Path(tempfile.mkdtemp(prefix="foodlab-engine-", dir=shm))
+        if shm.is_dir()
+        else (tmp_path / "runs")
+    )
     folder.mkdir(exist_ok=True)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)

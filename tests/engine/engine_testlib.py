@@ -9,8 +9,10 @@ TINY = {"epochs": 2, "image_size": 32, "batch_size": 8, "eval_batch_size": 16}
 
 
 def tiny_spec(**overrides: object) -> TrainSpec:
-    return TrainSpec(architecture=ArchitectureSpec(name="resnet34"),
-                     hyperparameters=resolve_hyperparameters("reference", TINY | overrides))
+    return TrainSpec(
+        architecture=ArchitectureSpec(name="resnet34"),
+        hyperparameters=resolve_hyperparameters("reference", TINY | overrides),
+    )
 
 
 class Recorder(TrainingCallback):

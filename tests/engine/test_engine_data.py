@@ -46,8 +46,9 @@ def test_scan_refuses_one_class_and_empty_classes(tmp_path: Path):
         resolve_dataset(tmp_path / "missing", tmp_path / "cache")
 
 
-def test_split_is_stratified_deterministic_and_kept_out_of_the_dataset(synth_data: Path,
-                                                                       tmp_path: Path):
+def test_split_is_stratified_deterministic_and_kept_out_of_the_dataset(
+    synth_data: Path, tmp_path: Path
+):
     scan = scan_dataset(synth_data)
     before = sorted(p.relative_to(synth_data) for p in synth_data.rglob("*"))
     split = load_or_create_split(scan, 0.25, 7, tmp_path / "cache")
@@ -81,16 +82,16 @@ def test_test_part_is_stratified_disjoint_and_written_once(synth_data: Path, tmp
     without = load_or_create_split(scan, 0.25, 7, tmp_path / "cache")
     assert without.manifest != split.manifest and without.split_id != split.split_id
     written = split.manifest.stat().st_mtime_ns
-    again = load_or_create_split(scan_dataset(synth_data), 0.25, 7, tmp_path / "cache",
-                                 test_fraction=0.25)
+    again = load_or_create_split(
+        scan_dataset(synth_data), 0.25, 7, tmp_path / "cache", test_fraction=0.25
+    )
     assert again == split and split.manifest.stat().st_mtime_ns == written
     # The test images do not move when another job picks a different validation share.
     other_val = load_or_create_split(scan, 0.15, 7, tmp_path / "cache", test_fraction=0.25)
     assert other_val.test == split.test
 
 
-def test_manifest_in_the_old_place_is_read_and_moved_to_the_new(synth_data: Path,
-                                                               tmp_path: Path):
+def test_manifest_in_the_old_place_is_read_and_moved_to_the_new(synth_data: Path, tmp_path: Path):
     scan = scan_dataset(synth_data)
     computed = load_or_create_split(scan, 0.2, 0, tmp_path / "fresh-cache")
     old = json.loads(computed.manifest.read_text())
@@ -181,9 +182,14 @@ def test_validation_sees_the_serving_pixels(tmp_path: Path, image_size: int):
 def test_augmentation_is_batched_deterministic_and_shaped():
     batch = torch.randint(0, 256, (6, 36, 36, 3), dtype=torch.uint8)
     for kind in ("none", "standard", "strong"):
-        transform = BatchTransform(image_size=32, augmentation=kind, mean=(0.5,) * 3,
-                                   std=(0.25,) * 3, device=torch.device("cpu"),
-                                   channels_last=False)
+        transform = BatchTransform(
+            image_size=32,
+            augmentation=kind,
+            mean=(0.5,) * 3,
+            std=(0.25,) * 3,
+            device=torch.device("cpu"),
+            channels_last=False,
+        )
         one = transform(batch, torch.Generator().manual_seed(1))
         two = transform(batch, torch.Generator().manual_seed(1))
         assert one.shape == (6, 3, 32, 32) and torch.equal(one, two)
@@ -194,6 +200,5 @@ def test_augmentation_is_batched_deterministic_and_shaped():
 
 
 def test_core_data_modules_do_not_import_torch():
-    code = ("import sys, core.datasets, core.archives, demo.dishes; "
-            "sys.exit('torch' in sys.modules)")
+    code = "import sys, core.datasets, core.archives, demo.dishes; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -29,32 +29,52 @@ def _cpu_runs_bfloat16() -> bool:
         return False
 
 
-needs_bf16 = pytest.mark.skipif(not _cpu_runs_bfloat16(),
-                                reason="this CPU's torch cannot run bfloat16 convolutions")
+needs_bf16 = pytest.mark.skipif(
+    not _cpu_runs_bfloat16(), reason="this CPU's torch cannot run bfloat16 convolutions"
+)
 
 
 def _comparable(metrics) -> dict:  # noqa: ANN001
     # Timings and the machine's load vary between runs; everything else must be equal.
-    return metrics.model_dump(exclude={"epoch_seconds", "train_images_per_second",
-                                       "epoch_cpu_seconds", "load_average"})
+    return metrics.model_dump(
+        exclude={"epoch_seconds", "train_images_per_second", "epoch_cpu_seconds", "load_average"}
+    )
 
 
 @needs_bf16
-def test_bfloat16_with_the_full_recipe_trains_and_resumes_exactly(easy_data: Path,
-                                                                  tmp_path: Path, runs: Path):
+def test_bfloat16_with_the_full_recipe_trains_and_resumes_exactly(
+    easy_data: Path, tmp_path: Path, runs: Path
+):
     """bfloat16 autocast, channels_last, EMA, mixup/cutmix, random erasing, smaller training
     crops and step warm-up: a cancelled and resumed run equals an uninterrupted one."""
-    spec = tiny_spec(epochs=2, image_size=16, precision="bfloat16", momentum=0.9,
-                     scheduler="cosine", warmup_steps=3, augmentation="standard", lr=0.01,
-                     ema_epochs=0.5, mixup_alpha=0.2, cutmix_alpha=1.0, random_erasing=0.5,
-                     train_size_fraction=0.75)
+    spec = tiny_spec(
+        epochs=2,
+        image_size=16,
+        precision="bfloat16",
+        momentum=0.9,
+        scheduler="cosine",
+        warmup_steps=3,
+        augmentation="standard",
+        lr=0.01,
+        ema_epochs=0.5,
+        mixup_alpha=0.2,
+        cutmix_alpha=1.0,
+        random_erasing=0.5,
+        train_size_fraction=0.75,
+    )
     recorder = Recorder()
-    whole = train(spec, easy_data, runs / "whole", callbacks=[recorder],
-                  cache_dir=tmp_path / "cache")
+    whole = train(
+        spec, easy_data, runs / "whole", callbacks=[recorder], cache_dir=tmp_path / "cache"
+    )
     info = recorder.of("run_start")[0]
     assert info.precision == "bfloat16" and info.device.endswith("bf16)")
-    cancelled = train(spec, easy_data, runs / "split", callbacks=[Recorder(stop_at=(2, 1))],
-                      cache_dir=tmp_path / "cache")
+    cancelled = train(
+        spec,
+        easy_data,
+        runs / "split",
+        callbacks=[Recorder(stop_at=(2, 1))],
+        cache_dir=tmp_path / "cache",
+    )
     assert [m.epoch for m in cancelled.epochs] == [1]
     resumed = train(spec, easy_data, runs / "split", cache_dir=tmp_path / "cache")
     assert [_comparable(m) for m in resumed.epochs] == [_comparable(m) for m in whole.epochs]
@@ -66,7 +86,10 @@ def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr("workers.engine.runtime.cpu_has_native_bf16", lambda: True)
     native = select_runtime("cpu", "auto")
     assert (native.amp_dtype, native.channels_last, native.precision) == (
-        torch.bfloat16, True, "bfloat16")
+        torch.bfloat16,
+        True,
+        "bfloat16",
+    )
     monkeypatch.setattr("workers.engine.runtime.cpu_has_native_bf16", lambda: False)
     emulated = select_runtime("cpu", "auto")
     assert (emulated.amp_dtype, emulated.channels_last) == (None, False)
@@ -75,8 +98,11 @@ def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch):
     assert compute_dtype("float32", cpu) is None
     # CUDA: bf16 only where the hardware has it (Ampere, 8.0), fp16 with scaling before.
     gpu = torch.device("cuda", 0)
-    for capability, dtype in (((7, 5), torch.float16), ((8, 0), torch.bfloat16),
-                              ((9, 0), torch.bfloat16)):
+    for capability, dtype in (
+        ((7, 5), torch.float16),
+        ((8, 0), torch.bfloat16),
+        ((9, 0), torch.bfloat16),
+    ):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _d, c=capability: c)
         assert compute_dtype("auto", gpu) == dtype
 
@@ -88,20 +114,32 @@ def _scaled_step(model: nn.Module, spec, sync_every: int) -> TrainStep:  # noqa:
     hp = spec.hyperparameters
     runtime = Runtime(torch.device("cpu"), None, channels_last=False, sync_every=sync_every)
     optimizer = build_optimizer(model, hp, fused=True)
-    return TrainStep(model=model, base_model=model, optimizer=optimizer,
-                     scheduler=build_scheduler(optimizer, hp, steps_per_epoch=6),
-                     scaler=torch.amp.GradScaler("cpu"), criterion=nn.CrossEntropyLoss(),
-                     grad_clip=1.0, runtime=runtime)
+    return TrainStep(
+        model=model,
+        base_model=model,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, hp, steps_per_epoch=6),
+        scaler=torch.amp.GradScaler("cpu"),
+        criterion=nn.CrossEntropyLoss(),
+        grad_clip=1.0,
+        runtime=runtime,
+    )
 
 
 def _batches(count: int, classes: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
     generator = torch.Generator().manual_seed(0)
-    return [(torch.rand(4, 3, 16, 16, generator=generator),
-             torch.randint(0, classes, (4,), generator=generator)) for _ in range(count)]
+    return [
+        (
+            torch.rand(4, 3, 16, 16, generator=generator),
+            torch.randint(0, classes, (4,), generator=generator),
+        )
+        for _ in range(count)
+    ]
 
 
 def test_loss_scaling_skips_overflowed_steps_without_a_sync_per_step(
-        monkeypatch: pytest.MonkeyPatch):
+    monkeypatch: pytest.MonkeyPatch,
+):
     """A step whose gradients overflow is skipped by the scaler: the epoch's norms stay
     finite, the step is counted, the schedule counts only real steps, and the loop reads the
     device only at its reports (fused optimizer: no .item() per step)."""
@@ -125,22 +163,31 @@ def test_loss_scaling_skips_overflowed_steps_without_a_sync_per_step(
             return _original(self, *args)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-    stats = train_one_epoch(step, _batches(6), lambda images, labels: (images, labels),
-                            epoch=1, total_batches=6, callbacks=Recorder())
+    stats = train_one_epoch(
+        step,
+        _batches(6),
+        lambda images, labels: (images, labels),
+        epoch=1,
+        total_batches=6,
+        callbacks=Recorder(),
+    )
     monkeypatch.undo()
     assert stats is not None and stats.skipped_steps == 1
-    assert set(stats.grad_norms) and all(v == v and v != float("inf")
-                                         for v in stats.grad_norms.values())
+    assert set(stats.grad_norms) and all(
+        v == v and v != float("inf") for v in stats.grad_norms.values()
+    )
     assert step.scheduler.last_epoch == 5  # six steps, one skipped
     assert step.optimizer.param_groups[0]["lr"] == pytest.approx(
-        0.1 * step.scheduler.lr_lambdas[0](5))
+        0.1 * step.scheduler.lr_lambdas[0](5)
+    )
     assert step.scaler.get_scale() < 65536.0  # the scaler backed off once
     # Reads: one per report (batches 3 and 6), the epoch's totals and the norms' mean.
     assert syncs == {"item": 0, "tolist": 4}
 
 
-def test_a_non_finite_loss_stops_training_clearly(synth_data: Path, tmp_path: Path, runs: Path,
-                                                  monkeypatch: pytest.MonkeyPatch):
+def test_a_non_finite_loss_stops_training_clearly(
+    synth_data: Path, tmp_path: Path, runs: Path, monkeypatch: pytest.MonkeyPatch
+):
     real_loss = nn.CrossEntropyLoss
 
     class LossGoingNan(real_loss):
@@ -154,23 +201,32 @@ def test_a_non_finite_loss_stops_training_clearly(synth_data: Path, tmp_path: Pa
     monkeypatch.setattr("workers.engine.run.nn.CrossEntropyLoss", LossGoingNan)
     recorder = Recorder()
     with pytest.raises(TrainingDiverged) as error:
-        train(tiny_spec(epochs=3, image_size=16), synth_data, runs / "run", callbacks=[recorder],
-              cache_dir=tmp_path / "cache")
+        train(
+            tiny_spec(epochs=3, image_size=16),
+            synth_data,
+            runs / "run",
+            callbacks=[recorder],
+            cache_dir=tmp_path / "cache",
+        )
     per_epoch = recorder.of("batch")[0].total_batches
     epoch, batch = 1 + 4 // per_epoch, 1 + 4 % per_epoch  # the fifth step
     assert epoch >= 2  # so a checkpoint of epoch 1 exists
-    assert str(error.value) == (f"hyperparameters.lr: training diverged at epoch {epoch}, "
-                                f"batch {batch} (loss nan): lower the learning rate")
+    assert str(error.value) == (
+        f"hyperparameters.lr: training diverged at epoch {epoch}, "
+        f"batch {batch} (loss nan): lower the learning rate"
+    )
     saved = torch.load(runs / "run" / "last.pt", weights_only=True)
     assert saved["epoch"] == epoch - 1  # the diverged epoch left nothing behind
 
 
-def test_float16_resumes_a_run_saved_without_loss_scaling(easy_data: Path, tmp_path: Path,
-                                                          runs: Path):
+def test_float16_resumes_a_run_saved_without_loss_scaling(
+    easy_data: Path, tmp_path: Path, runs: Path
+):
     """precision=auto on a host with bf16, resumed on one without (a GPU before Ampere): the
     checkpoint's scaler state is empty, and the float16 run starts a fresh scaler."""
-    first = train(tiny_spec(epochs=1, image_size=16), easy_data, runs / "run",
-                  cache_dir=tmp_path / "cache")
+    first = train(
+        tiny_spec(epochs=1, image_size=16), easy_data, runs / "run", cache_dir=tmp_path / "cache"
+    )
     state = torch.load(first.last_checkpoint, weights_only=True)
     assert state["scaler"] == {}  # float32: no loss scaling
     model = build_model("resnet34", 2)
@@ -181,6 +237,12 @@ def test_float16_resumes_a_run_saved_without_loss_scaling(easy_data: Path, tmp_p
     assert step.scaler.is_enabled() and step.scaler.get_scale() == 65536.0
     # The saved run's optimizer was unfused: the restored one keeps its own fused kernels.
     assert all(group["fused"] for group in step.optimizer.param_groups)
-    stats = train_one_epoch(step, _batches(2, classes=2), lambda images, labels: (images, labels),
-                            epoch=2, total_batches=2, callbacks=Recorder())
+    stats = train_one_epoch(
+        step,
+        _batches(2, classes=2),
+        lambda images, labels: (images, labels),
+        epoch=2,
+        total_batches=2,
+        callbacks=Recorder(),
+    )
     assert stats is not None and stats.grad_norms

@@ -20,9 +20,15 @@ CPU = torch.device("cpu")
 
 
 def _transform(**regularisers: float) -> BatchTransform:
-    return BatchTransform(image_size=32, augmentation="standard", mean=(0.5,) * 3,
-                          std=(0.25,) * 3, device=CPU, channels_last=False,
-                          regularisers=Regularisers(**regularisers))
+    return BatchTransform(
+        image_size=32,
+        augmentation="standard",
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        device=CPU,
+        channels_last=False,
+        regularisers=Regularisers(**regularisers),
+    )
 
 
 def test_mixup_and_cutmix_targets_are_probabilities_matching_the_pixels():
@@ -69,12 +75,22 @@ def test_smaller_training_crops_follow_the_fraction():
     hp = resolve_hyperparameters("recommended", {"image_size": 64})
     assert hp.train_image_size == 64  # not in the preset: not measured to help yet
     fraction = {"train_size_fraction": 0.875}
-    assert resolve_hyperparameters("recommended", {"image_size": 64} | fraction
-                                   ).train_image_size == 56
-    assert resolve_hyperparameters("recommended", {"image_size": 224} | fraction
-                                   ).train_image_size == 200
-    small = BatchTransform(image_size=32, augmentation="standard", mean=(0.5,) * 3,
-                           std=(0.25,) * 3, device=CPU, channels_last=False, train_size=24)
+    assert (
+        resolve_hyperparameters("recommended", {"image_size": 64} | fraction).train_image_size == 56
+    )
+    assert (
+        resolve_hyperparameters("recommended", {"image_size": 224} | fraction).train_image_size
+        == 200
+    )
+    small = BatchTransform(
+        image_size=32,
+        augmentation="standard",
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        device=CPU,
+        channels_last=False,
+        train_size=24,
+    )
     batch = torch.randint(0, 256, (2, 36, 36, 3), dtype=torch.uint8)
     assert small(batch, torch.Generator()).shape == (2, 3, 24, 24)
     assert small(batch).shape == (2, 3, 32, 32)  # evaluation at the full size
@@ -100,8 +116,12 @@ def test_ema_warms_up_then_averages_weights_and_batch_norm_statistics():
 
 
 def test_the_bundle_exports_the_ema_weights(easy_data: Path, tmp_path: Path, runs: Path):
-    result = train(tiny_spec(epochs=1, image_size=16, momentum=0.9, lr=0.05, ema_epochs=1.0),
-                   easy_data, runs / "run", cache_dir=tmp_path / "cache")
+    result = train(
+        tiny_spec(epochs=1, image_size=16, momentum=0.9, lr=0.05, ema_epochs=1.0),
+        easy_data,
+        runs / "run",
+        cache_dir=tmp_path / "cache",
+    )
     best = torch.load(result.best_checkpoint, weights_only=True)
     bundle = torch.load(result.bundle, weights_only=True)["state_dict"]
     averaged, raw = best["ema"]["weights"], best["model"]
@@ -111,8 +131,9 @@ def test_the_bundle_exports_the_ema_weights(easy_data: Path, tmp_path: Path, run
 
 
 def test_warmup_in_steps_is_capped_at_a_third_of_the_run():
-    hp = resolve_hyperparameters("reference", {"scheduler": "cosine", "warmup_steps": 150,
-                                               "epochs": 10})
+    hp = resolve_hyperparameters(
+        "reference", {"scheduler": "cosine", "warmup_steps": 150, "epochs": 10}
+    )
     assert warmup_steps(hp, steps_per_epoch=63) == 150
     assert warmup_steps(hp, steps_per_epoch=5) == 16  # a tiny dataset: 50 steps in all
     factors = [lr_factor(step, hp, steps_per_epoch=5) for step in range(50)]
@@ -121,4 +142,3 @@ def test_warmup_in_steps_is_capped_at_a_third_of_the_run():
     # Epochs asked for on top of a preset that counts in steps: the epochs count.
     both = resolve_hyperparameters("recommended", {"warmup_epochs": 1, "epochs": 5})
     assert warmup_steps(both, steps_per_epoch=5) == 5
-

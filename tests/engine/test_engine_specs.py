@@ -16,18 +16,21 @@ from workers.engine.optim import lr_factor
 from workers.engine.run import _best_epoch, _patience_exhausted
 
 
-@pytest.mark.parametrize(("overrides", "field"), [
-    ({"lr": 0}, "hyperparameters.lr"),
-    ({"batch_size": 0}, "hyperparameters.batch_size"),
-    ({"optimizer": "rmsprop"}, "hyperparameters.optimizer"),
-    ({"scheduler": "linear"}, "hyperparameters.scheduler"),
-    ({"label_smoothing": 1.0}, "hyperparameters.label_smoothing"),
-    ({"grad_clip": -1}, "hyperparameters.grad_clip"),
-    ({"early_stopping_patience": 0}, "hyperparameters.early_stopping_patience"),
-    ({"image_size": 8}, "hyperparameters.image_size"),
-    ({"augmentation": "extreme"}, "hyperparameters.augmentation"),
-    ({"learning_rate": 0.1}, "hyperparameters.learning_rate"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"lr": 0}, "hyperparameters.lr"),
+        ({"batch_size": 0}, "hyperparameters.batch_size"),
+        ({"optimizer": "rmsprop"}, "hyperparameters.optimizer"),
+        ({"scheduler": "linear"}, "hyperparameters.scheduler"),
+        ({"label_smoothing": 1.0}, "hyperparameters.label_smoothing"),
+        ({"grad_clip": -1}, "hyperparameters.grad_clip"),
+        ({"early_stopping_patience": 0}, "hyperparameters.early_stopping_patience"),
+        ({"image_size": 8}, "hyperparameters.image_size"),
+        ({"augmentation": "extreme"}, "hyperparameters.augmentation"),
+        ({"learning_rate": 0.1}, "hyperparameters.learning_rate"),
+    ],
+)
 def test_bad_hyperparameters_name_the_field(overrides: dict, field: str):
     with pytest.raises(SpecError) as error:
         resolve_hyperparameters("reference", overrides)
@@ -41,31 +44,55 @@ def test_cross_field_rules_explain_themselves():
         resolve_hyperparameters("reference", {"optimizer": "adam", "nesterov": True})
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"architecture": ArchitectureSpec(name="vgg")}, "architecture.name"),
-    ({"architecture": ArchitectureSpec(name="resnet34", options={"attn": "x"})},
-     "architecture.options.attn"),
-    ({"hyperparameters": tiny_spec(pretrained_weights="/no/such.pth").hyperparameters},
-     "hyperparameters.pretrained_weights"),
-])
-def test_train_refuses_bad_specs_before_training(synth_data: Path, tmp_path: Path,
-                                                 change: dict, field: str):
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"architecture": ArchitectureSpec(name="vgg")}, "architecture.name"),
+        (
+            {"architecture": ArchitectureSpec(name="resnet34", options={"attn": "x"})},
+            "architecture.options.attn",
+        ),
+        (
+            {"hyperparameters": tiny_spec(pretrained_weights="/no/such.pth").hyperparameters},
+            "hyperparameters.pretrained_weights",
+        ),
+    ],
+)
+def test_train_refuses_bad_specs_before_training(
+    synth_data: Path, tmp_path: Path, change: dict, field: str
+):
     with pytest.raises(SpecError) as error:
-        train(tiny_spec().model_copy(update=change), synth_data, tmp_path / "run",
-              cache_dir=tmp_path / "cache")
+        train(
+            tiny_spec().model_copy(update=change),
+            synth_data,
+            tmp_path / "run",
+            cache_dir=tmp_path / "cache",
+        )
     assert error.value.field == field
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
 def _metrics(epoch: int, accuracy: float, loss: float) -> EpochMetrics:
-    return EpochMetrics(epoch=epoch, train_loss=1, train_accuracy=0.5, val_loss=loss,
-                        val_accuracy=accuracy, lr=0.1, epoch_seconds=1,
-                        train_images_per_second=1, generalization_gap=0)
+    return EpochMetrics(
+        epoch=epoch,
+        train_loss=1,
+        train_accuracy=0.5,
+        val_loss=loss,
+        val_accuracy=accuracy,
+        lr=0.1,
+        epoch_seconds=1,
+        train_images_per_second=1,
+        generalization_gap=0,
+    )
 
 
 def test_best_epoch_breaks_accuracy_ties_by_lower_loss():
-    history = [_metrics(1, 0.5, 1.0), _metrics(2, 0.7, 0.9), _metrics(3, 0.7, 0.8),
-               _metrics(4, 0.6, 0.1)]
+    history = [
+        _metrics(1, 0.5, 1.0),
+        _metrics(2, 0.7, 0.9),
+        _metrics(3, 0.7, 0.8),
+        _metrics(4, 0.6, 0.1),
+    ]
     assert _best_epoch(history) == 3
     assert _best_epoch([]) is None
 

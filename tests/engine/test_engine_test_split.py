@@ -19,7 +19,8 @@ from workers.engine import train
 
 
 def test_training_never_reads_a_test_image_and_the_stored_score_is_the_best_checkpoints(
-        synth_data: Path, tmp_path: Path, runs: Path, monkeypatch: pytest.MonkeyPatch):
+    synth_data: Path, tmp_path: Path, runs: Path, monkeypatch: pytest.MonkeyPatch
+):
     scoring = [False]
     rows_read = {False: set(), True: set()}  # by whether the final test scoring was running
     read_batch = engine_data._BatchReader.__getitem__
@@ -55,12 +56,14 @@ def test_training_never_reads_a_test_image_and_the_stored_score_is_the_best_chec
     assert bundle.metadata["best_epoch"] == result.best_epoch
     manifest = json.loads(next((tmp_path / "cache" / "splits").rglob("*test0.25*")).read_text())
     images = [Image.open(synth_data / name) for name in manifest["test"]]
-    labels = torch.tensor([bundle.class_names.index(name.split("/")[0])
-                           for name in manifest["test"]])
+    labels = torch.tensor(
+        [bundle.class_names.index(name.split("/")[0]) for name in manifest["test"]]
+    )
     probs = probabilities(bundle.model, bundle.preprocess(images))
     predicted = probs.argmax(dim=1)
-    confusion = [[int(((labels == t) & (predicted == p)).sum()) for p in range(3)]
-                 for t in range(3)]
+    confusion = [
+        [int(((labels == t) & (predicted == p)).sum()) for p in range(3)] for t in range(3)
+    ]
     assert test.confusion_matrix == confusion
     assert test.accuracy == pytest.approx(float((predicted == labels).float().mean()))
     assert test.loss == pytest.approx(float(F.nll_loss(probs.log(), labels)), rel=1e-4)

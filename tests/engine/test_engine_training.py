@@ -15,15 +15,17 @@ from workers.engine import train
 from workers.engine.runtime import Runtime
 
 
-def test_two_epochs_write_metrics_checkpoints_and_bundle(synth_data: Path, tmp_path: Path,
-                                                         runs: Path):
+def test_two_epochs_write_metrics_checkpoints_and_bundle(
+    synth_data: Path, tmp_path: Path, runs: Path
+):
     (synth_data / "sate" / "broken.jpg").write_bytes(b"not a jpeg")
     good = (synth_data / "sate" / "sate-0000.jpg").read_bytes()
     (synth_data / "rendang" / "truncated.jpg").write_bytes(good[: len(good) // 3])
     recorder = Recorder()
 
-    result = train(tiny_spec(), synth_data, runs / "run", callbacks=[recorder],
-                   cache_dir=tmp_path / "cache")
+    result = train(
+        tiny_spec(), synth_data, runs / "run", callbacks=[recorder], cache_dir=tmp_path / "cache"
+    )
 
     assert result.status == "completed"
     assert [m.epoch for m in result.epochs] == [1, 2] == [m.epoch for m in recorder.of("epoch")]
@@ -34,14 +36,18 @@ def test_two_epochs_write_metrics_checkpoints_and_bundle(synth_data: Path, tmp_p
     for metrics in result.epochs:
         assert set(metrics.grad_norms) == set(STAGES)
         assert metrics.generalization_gap == pytest.approx(
-            metrics.train_accuracy - metrics.val_accuracy)
+            metrics.train_accuracy - metrics.val_accuracy
+        )
         assert metrics.train_images_per_second > 0 and metrics.lr == pytest.approx(1e-3)
     best = result.epochs[result.best_epoch - 1]
     assert best.is_best and best.best_details is not None
     assert sum(map(sum, best.best_details.confusion_matrix)) == info.val_size
     # Checkpoints are announced before the epoch they belong to.
-    kinds = [(name, getattr(value, "kind", None)) for name, value in recorder.events
-             if name in ("checkpoint", "epoch")]
+    kinds = [
+        (name, getattr(value, "kind", None))
+        for name, value in recorder.events
+        if name in ("checkpoint", "epoch")
+    ]
     assert kinds[0] == ("checkpoint", "last") and kinds[-1] == ("checkpoint", "bundle")
     for position, (name, _) in enumerate(kinds):
         if name == "epoch":
@@ -69,42 +75,63 @@ def test_loss_goes_down_on_an_easy_dataset(easy_data: Path, tmp_path: Path, runs
 
 def _comparable(metrics) -> dict:  # noqa: ANN001
     # Timings and the machine's load vary between runs; everything else must be equal.
-    return metrics.model_dump(exclude={"epoch_seconds", "train_images_per_second",
-                                       "epoch_cpu_seconds", "load_average"})
+    return metrics.model_dump(
+        exclude={"epoch_seconds", "train_images_per_second", "epoch_cpu_seconds", "load_average"}
+    )
 
 
-def test_resume_after_cancel_matches_an_uninterrupted_run(synth_data: Path, tmp_path: Path,
-                                                          runs: Path):
-    spec = tiny_spec(epochs=2, momentum=0.9, weight_decay=1e-4, scheduler="cosine",
-                     warmup_epochs=1, label_smoothing=0.1, grad_clip=5.0,
-                     augmentation="standard", lr=0.01)
+def test_resume_after_cancel_matches_an_uninterrupted_run(
+    synth_data: Path, tmp_path: Path, runs: Path
+):
+    spec = tiny_spec(
+        epochs=2,
+        momentum=0.9,
+        weight_decay=1e-4,
+        scheduler="cosine",
+        warmup_epochs=1,
+        label_smoothing=0.1,
+        grad_clip=5.0,
+        augmentation="standard",
+        lr=0.01,
+    )
     whole = train(spec, synth_data, runs / "whole", cache_dir=tmp_path / "cache")
 
     stopper = Recorder(stop_at=(2, 2))  # two batches into epoch 2
-    cancelled = train(spec, synth_data, runs / "split", callbacks=[stopper],
-                      cache_dir=tmp_path / "cache")
+    cancelled = train(
+        spec, synth_data, runs / "split", callbacks=[stopper], cache_dir=tmp_path / "cache"
+    )
     assert cancelled.status == "cancelled" and [m.epoch for m in cancelled.epochs] == [1]
     assert torch.load(cancelled.last_checkpoint, weights_only=True)["epoch"] == 1
 
     recorder = Recorder()
-    resumed = train(spec, synth_data, runs / "split", callbacks=[recorder],
-                    cache_dir=tmp_path / "cache")
+    resumed = train(
+        spec, synth_data, runs / "split", callbacks=[recorder], cache_dir=tmp_path / "cache"
+    )
     info = recorder.of("run_start")[0]
     assert info.start_epoch == 2 and [m.epoch for m in info.history] == [1]
     assert resumed.status == "completed"
     assert [_comparable(m) for m in resumed.epochs] == [_comparable(m) for m in whole.epochs]
 
-    changed = spec.model_copy(update={"hyperparameters": spec.hyperparameters.model_copy(
-        update={"lr": 0.02, "epochs": 4})})
+    changed = spec.model_copy(
+        update={
+            "hyperparameters": spec.hyperparameters.model_copy(update={"lr": 0.02, "epochs": 4})
+        }
+    )
     with pytest.raises(SpecError, match="was trained with lr=0.01, not 0.02") as error:
         train(changed, synth_data, runs / "split", cache_dir=tmp_path / "cache")
     assert error.value.field == "hyperparameters.lr"
 
 
-def test_cancel_before_the_first_batch_leaves_no_checkpoint(synth_data: Path, tmp_path: Path,
-                                                            runs: Path):
-    result = train(tiny_spec(), synth_data, runs / "run", callbacks=[Recorder((0, 0))],
-                   cache_dir=tmp_path / "cache")
+def test_cancel_before_the_first_batch_leaves_no_checkpoint(
+    synth_data: Path, tmp_path: Path, runs: Path
+):
+    result = train(
+        tiny_spec(),
+        synth_data,
+        runs / "run",
+        callbacks=[Recorder((0, 0))],
+        cache_dir=tmp_path / "cache",
+    )
     assert result.status == "cancelled" and result.epochs == []
     assert result.last_checkpoint is None and result.bundle is None
 
@@ -126,20 +153,21 @@ def test_pretrained_weights_initialise_the_model(easy_data: Path, tmp_path: Path
     spec = tiny_spec(epochs=1, lr=1e-9, pretrained_weights=str(weights))
     result = train(spec, easy_data, runs / "run", cache_dir=tmp_path / "cache")
     trained = torch.load(result.best_checkpoint, weights_only=True)["model"]
-    assert torch.allclose(trained["conv1.weight"], source.state_dict()["conv1.weight"],
-                          atol=1e-6)
+    assert torch.allclose(trained["conv1.weight"], source.state_dict()["conv1.weight"], atol=1e-6)
     assert trained["fc.weight"].shape == (2, 512)
 
 
-def test_the_gpu_code_path_runs_on_the_cpu(easy_data: Path, tmp_path: Path, runs: Path,
-                                           monkeypatch: pytest.MonkeyPatch):
+def test_the_gpu_code_path_runs_on_the_cpu(
+    easy_data: Path, tmp_path: Path, runs: Path, monkeypatch: pytest.MonkeyPatch
+):
     """bf16 autocast, channels_last, sampled gradient norms and progress: as on CUDA."""
     gpu_like = Runtime(torch.device("cpu"), torch.bfloat16, channels_last=True, sync_every=2)
     monkeypatch.setattr("workers.engine.run.select_runtime", lambda *_: gpu_like)
     recorder = Recorder()
     spec = tiny_spec(epochs=1, augmentation="standard", num_workers=1)
-    result = train(spec, easy_data, runs / "run", callbacks=[recorder],
-                   cache_dir=tmp_path / "cache")
+    result = train(
+        spec, easy_data, runs / "run", callbacks=[recorder], cache_dir=tmp_path / "cache"
+    )
     metrics = result.epochs[0]
     assert all(value == value for value in metrics.grad_norms.values())  # not NaN
     assert metrics.grad_norms["stem"] > 0 and metrics.val_loss == metrics.val_loss
@@ -148,12 +176,12 @@ def test_the_gpu_code_path_runs_on_the_cpu(easy_data: Path, tmp_path: Path, runs
 
 
 @pytest.mark.slow
-def test_compiled_model_trains_and_saves_plain_weights(easy_data: Path, tmp_path: Path,
-                                                        runs: Path):
+def test_compiled_model_trains_and_saves_plain_weights(easy_data: Path, tmp_path: Path, runs: Path):
     """torch.compile (about a minute of compiling on 2 cores): checkpoints and bundle carry the
     network's own parameter names, so they load into an uncompiled model and serve."""
-    result = train(tiny_spec(epochs=1, compile=True), easy_data, runs / "run",
-                   cache_dir=tmp_path / "cache")
+    result = train(
+        tiny_spec(epochs=1, compile=True), easy_data, runs / "run", cache_dir=tmp_path / "cache"
+    )
     assert result.status == "completed" and result.epochs[0].train_loss > 0
     for path in (result.last_checkpoint, result.best_checkpoint):
         weights = torch.load(path, weights_only=True)["model"]

@@ -30,16 +30,37 @@ def section(report: str, heading: str) -> str:
 
 
 def test_tuned_study_reports_test_accuracy_and_tuned_against_untuned(
-        home: Path, synth_folder: Path, tmp_path: Path) -> None:
+    home: Path, synth_folder: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "report"
-    result = runner.invoke(app, [
-        "study", "--local", "--data", str(synth_folder), "--epochs", "1", "--image-size", "16",
-        "--archs", "plain34,resnet34", "--tune", "3", "--repeats", "2", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "study",
+            "--local",
+            "--data",
+            str(synth_folder),
+            "--epochs",
+            "1",
+            "--image-size",
+            "16",
+            "--archs",
+            "plain34,resnet34",
+            "--tune",
+            "3",
+            "--repeats",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     session = open_session(get_settings().database)
     searches = list(session.scalars(select(Search).order_by(Search.id)))
     assert [(s.architecture, s.status, s.n_trials) for s in searches] == [
-        ("plain34", SearchStatus.succeeded, 3), ("resnet34", SearchStatus.succeeded, 3)]
+        ("plain34", SearchStatus.succeeded, 3),
+        ("resnet34", SearchStatus.succeeded, 3),
+    ]
     jobs = list(session.scalars(select(Job).where(Job.search_id.is_(None)).order_by(Job.id)))
     assert len(jobs) == 8 and all(j.status == JobStatus.succeeded for j in jobs)  # 2 x 2 x 2
     assert all(j.test_accuracy is not None for j in jobs)
@@ -48,25 +69,56 @@ def test_tuned_study_reports_test_accuracy_and_tuned_against_untuned(
     report = (out / "report.md").read_text()
     tuning = section(report, "Tuned against untuned")
     for search in searches:
-        best = max((j for j in search.trials if j.best_val_accuracy is not None),
-                   key=lambda j: j.best_val_accuracy)
-        row = next(line for line in tuning.splitlines() if line.startswith(
-            f"| {search.architecture} | {search.id} (3) |"))
+        best = max(
+            (j for j in search.trials if j.best_val_accuracy is not None),
+            key=lambda j: j.best_val_accuracy,
+        )
+        row = next(
+            line
+            for line in tuning.splitlines()
+            if line.startswith(f"| {search.architecture} | {search.id} (3) |")
+        )
         assert f"lr={best.hyperparameters['lr']:.3g}" in row  # the search's best was trained
     assert "Highest test accuracy" in section(report, "Summary")
     assert " test acc |" in section(report, "Comparison of all models")
     session.close()
 
 
-def test_search_command_runs_trials_here_and_shows_the_best(home: Path, synth_folder: Path
-                                                            ) -> None:
-    result = runner.invoke(app, [
-        "search", "--local", "--data", str(synth_folder), "--arch", "resnet34",
-        "--preset", "reference", "--set", "epochs=1", "--set", "image_size=16",
-        "--space", '{"lr": {"low": 0.001, "high": 0.1, "log": true}}', "--trials", "2",
-        "--seed", "1"])
+def test_search_command_runs_trials_here_and_shows_the_best(home: Path, synth_folder: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "search",
+            "--local",
+            "--data",
+            str(synth_folder),
+            "--arch",
+            "resnet34",
+            "--preset",
+            "reference",
+            "--set",
+            "epochs=1",
+            "--set",
+            "image_size=16",
+            "--space",
+            '{"lr": {"low": 0.001, "high": 0.1, "log": true}}',
+            "--trials",
+            "2",
+            "--seed",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "best: trial" in result.output and "2/2 trials finished" in result.output
-    bad = runner.invoke(app, ["search", "--local", "--data", str(synth_folder),
-                              "--space", '{"lr": {"low": 1, "high": 0.1}}'])
+    bad = runner.invoke(
+        app,
+        [
+            "search",
+            "--local",
+            "--data",
+            str(synth_folder),
+            "--space",
+            '{"lr": {"low": 1, "high": 0.1}}',
+        ],
+    )
     assert bad.exit_code == 2 and "space.lr.high" in bad.output

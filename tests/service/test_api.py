@@ -17,8 +17,9 @@ from tests.support import client_for, make_settings
 
 
 def upload(client: TestClient, data: bytes, name: str = "dishes.zip", **headers: str):
-    return client.post("/datasets", files={"file": (name, data, "application/zip")},
-                       headers=headers)
+    return client.post(
+        "/datasets", files={"file": (name, data, "application/zip")}, headers=headers
+    )
 
 
 def zip_bytes(entries: dict[str, bytes]) -> bytes:
@@ -37,8 +38,11 @@ def dataset_id(client: TestClient, synth_zip: Path) -> int:
 
 
 def job_body(dataset_id: int, **hyper: object) -> dict[str, object]:
-    return {"dataset_id": dataset_id, "architecture": {"name": "resnet34"},
-            "hyperparameters": {"epochs": 2, "image_size": 32, **hyper}}
+    return {
+        "dataset_id": dataset_id,
+        "architecture": {"name": "resnet34"},
+        "hyperparameters": {"epochs": 2, "image_size": 32, **hyper},
+    }
 
 
 def test_health_and_readiness(client: TestClient) -> None:
@@ -73,8 +77,14 @@ def test_corrupt_images_are_listed_as_skipped(client: TestClient) -> None:
     from PIL import Image
 
     Image.new("RGB", (8, 8), "red").save(good, format="PNG")
-    data = zip_bytes({"a/1.png": good.getvalue(), "a/2.png": good.getvalue(),
-                      "b/1.png": good.getvalue(), "b/broken.jpg": b"not a jpeg at all"})
+    data = zip_bytes(
+        {
+            "a/1.png": good.getvalue(),
+            "a/2.png": good.getvalue(),
+            "b/1.png": good.getvalue(),
+            "b/broken.jpg": b"not a jpeg at all",
+        }
+    )
     body = upload(client, data).json()
     assert body["num_images"] == 3
     assert body["skipped"][0]["file"] == "b/broken.jpg"
@@ -88,8 +98,9 @@ def test_corrupt_images_are_listed_as_skipped(client: TestClient) -> None:
         ({"only/1.jpg": b"x"}, "at least 2 class folders"),
     ],
 )
-def test_bad_archives_are_refused(client: TestClient, settings: Settings,
-                                  entries: dict[str, bytes], message: str) -> None:
+def test_bad_archives_are_refused(
+    client: TestClient, settings: Settings, entries: dict[str, bytes], message: str
+) -> None:
     response = upload(client, zip_bytes(entries))
     assert response.status_code == 422
     assert response.json()["field"] == "file"
@@ -102,7 +113,7 @@ def test_symlinks_in_archives_are_refused(client: TestClient) -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         link = zipfile.ZipInfo("a/link.jpg")
-        link.external_attr = (0o120777 << 16)
+        link.external_attr = 0o120777 << 16
         archive.writestr(link, "/etc/passwd")
         archive.writestr("b/1.jpg", b"x")
     response = upload(client, buffer.getvalue())
@@ -160,14 +171,14 @@ def test_create_job(client: TestClient, dataset_id: int, settings: Settings) -> 
 
 
 def test_options_that_undo_a_preset_are_kept(client: TestClient, dataset_id: int) -> None:
-    body = job_body(dataset_id) | {"architecture": {"name": "se_resnet34",
-                                                    "options": {"attn": "none", "act": "relu"}}}
+    body = job_body(dataset_id) | {
+        "architecture": {"name": "se_resnet34", "options": {"attn": "none", "act": "relu"}}
+    }
     job = client.post("/jobs", json=body).json()
     assert job["architecture"] == {"name": "se_resnet34", "options": {"attn": "none"}}
 
 
-def test_repeats_share_a_group_with_consecutive_seeds(client: TestClient,
-                                                      dataset_id: int) -> None:
+def test_repeats_share_a_group_with_consecutive_seeds(client: TestClient, dataset_id: int) -> None:
     body = job_body(dataset_id, seed=7) | {"repeats": 3}
     first = client.post("/jobs", json=body).json()
     group = client.get("/jobs", params={"group_id": first["group_id"]}).json()
@@ -183,17 +194,22 @@ def test_repeats_share_a_group_with_consecutive_seeds(client: TestClient,
         ({"hyperparameters": {"optimiser": "sgd"}}, "hyperparameters.optimiser"),
         ({"hyperparameters": {"optimizer": "lbfgs"}}, "hyperparameters.optimizer"),
         ({"architecture": {"name": "resnet999"}}, "architecture.name"),
-        ({"architecture": {"name": "resnet34", "options": {"attn": "magic"}}},
-         "architecture.options.attn"),
+        (
+            {"architecture": {"name": "resnet34", "options": {"attn": "magic"}}},
+            "architecture.options.attn",
+        ),
         ({"preset": "fastest"}, "preset"),
         ({"dataset_id": "one"}, "dataset_id"),
         ({"colour": "blue"}, "colour"),
-        ({"hyperparameters": {"pretrained_weights": "/no/such/file.pth"}},
-         "hyperparameters.pretrained_weights"),
+        (
+            {"hyperparameters": {"pretrained_weights": "/no/such/file.pth"}},
+            "hyperparameters.pretrained_weights",
+        ),
     ],
 )
-def test_invalid_jobs_get_422_naming_the_field(client: TestClient, dataset_id: int,
-                                               change: dict, field: str) -> None:
+def test_invalid_jobs_get_422_naming_the_field(
+    client: TestClient, dataset_id: int, change: dict, field: str
+) -> None:
     body = {"dataset_id": dataset_id, "architecture": {"name": "resnet34"}} | change
     response = client.post("/jobs", json=body)
     assert response.status_code == 422, response.text
@@ -202,8 +218,9 @@ def test_invalid_jobs_get_422_naming_the_field(client: TestClient, dataset_id: i
 
 
 def test_malformed_json_is_422(client: TestClient) -> None:
-    response = client.post("/jobs", content=b"{not json", headers={"content-type":
-                                                                   "application/json"})
+    response = client.post(
+        "/jobs", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert "not valid JSON" in response.json()["detail"]
 
@@ -240,16 +257,27 @@ def test_cancel_and_delete(client: TestClient, dataset_id: int, settings: Settin
     assert client.get(f"/jobs/{job['id']}").status_code == 404
 
 
-def test_metrics_as_json_and_csv(client: TestClient, dataset_id: int,
-                                 settings: Settings) -> None:
+def test_metrics_as_json_and_csv(client: TestClient, dataset_id: int, settings: Settings) -> None:
     job = client.post("/jobs", json=job_body(dataset_id)).json()
     with session_scope(settings.database) as session:
         for epoch in (1, 2, 2):  # the repeated epoch is an overwrite, not a second row
-            repo.upsert_metric(session=session, job_id=job["id"], metrics=EpochMetrics(
-                epoch=epoch, train_loss=1.0 / epoch, train_accuracy=0.5, val_loss=1.2,
-                val_accuracy=0.4 + epoch / 10, lr=0.1, epoch_seconds=1.0,
-                train_images_per_second=10.0, generalization_gap=0.1,
-                grad_norms={"stem": 0.5, "stage1": 0.25}, is_best=True))
+            repo.upsert_metric(
+                session=session,
+                job_id=job["id"],
+                metrics=EpochMetrics(
+                    epoch=epoch,
+                    train_loss=1.0 / epoch,
+                    train_accuracy=0.5,
+                    val_loss=1.2,
+                    val_accuracy=0.4 + epoch / 10,
+                    lr=0.1,
+                    epoch_seconds=1.0,
+                    train_images_per_second=10.0,
+                    generalization_gap=0.1,
+                    grad_norms={"stem": 0.5, "stage1": 0.25},
+                    is_best=True,
+                ),
+            )
     rows = client.get(f"/jobs/{job['id']}/metrics").json()
     assert rows["count"] == 2 and rows["data"][1]["val_accuracy"] == pytest.approx(0.6)
     assert [row["is_best"] for row in rows["data"]] == [False, True]
@@ -257,7 +285,8 @@ def test_metrics_as_json_and_csv(client: TestClient, dataset_id: int,
     csv_text = client.get(f"/jobs/{job['id']}/metrics", params={"format": "csv"}).text
     header, first, second = csv_text.strip().splitlines()
     assert header.startswith("epoch,train_loss") and header.endswith(
-        "grad_norm_stage1,grad_norm_stem")
+        "grad_norm_stage1,grad_norm_stem"
+    )
     assert first.startswith("1,1.0,") and second.startswith("2,0.5,")
 
 
@@ -285,7 +314,6 @@ def test_architectures_are_listed_with_costs(client: TestClient) -> None:
     assert by_name["resnet34"]["gflops"] > 1
 
 
-
 def test_zip_bomb_is_refused_by_unpacked_size(tmp_path: Path) -> None:
     from core.migrate import upgrade
 
@@ -303,8 +331,9 @@ def test_zip_bomb_is_refused_by_unpacked_size(tmp_path: Path) -> None:
     assert not any(limited.datasets_dir.iterdir())
 
 
-def test_delete_dataset(client: TestClient, dataset_id: int, settings: Settings,
-                        synth_zip: Path) -> None:
+def test_delete_dataset(
+    client: TestClient, dataset_id: int, settings: Settings, synth_zip: Path
+) -> None:
     job = client.post("/jobs", json=job_body(dataset_id)).json()
     refused = client.delete(f"/datasets/{dataset_id}")
     assert refused.status_code == 409 and "job" in refused.json()["detail"]

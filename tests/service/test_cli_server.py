@@ -74,8 +74,9 @@ def test_up_makes_openmp_wait_passively_in_the_api_and_the_worker(
         def wait(self, timeout: float) -> None: ...
 
     monkeypatch.setattr("cli.server.subprocess.Popen", FakeWorker)
-    monkeypatch.setattr("uvicorn.run", lambda *a, **k: seen.update(api=os.environ.get(
-        "OMP_WAIT_POLICY")))
+    monkeypatch.setattr(
+        "uvicorn.run", lambda *a, **k: seen.update(api=os.environ.get("OMP_WAIT_POLICY"))
+    )
     result = CliRunner().invoke(app, ["up", "--port", "1"])
     assert result.exit_code == 0, result.output
     assert seen == {"worker": "PASSIVE", "api": "PASSIVE"}

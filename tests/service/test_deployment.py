@@ -22,7 +22,8 @@ def test_compose_has_the_whole_stack() -> None:
     services = COMPOSE["services"]
     assert set(services) == {"postgres", "redis", "migrate", "api", "worker"}
     assert services["api"]["depends_on"]["migrate"]["condition"] == (
-        "service_completed_successfully")
+        "service_completed_successfully"
+    )
     devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     for name in FOODLAB_SERVICES:
@@ -39,13 +40,16 @@ def test_every_variable_is_a_real_setting(service: str) -> None:
 
 def test_compose_urls_point_at_compose_services() -> None:
     environment = COMPOSE["services"]["api"]["environment"]
-    settings = Settings(home=Path("/data"),
-                        database_url=environment["FOODLAB_DATABASE_URL"],
-                        broker_url=environment["FOODLAB_BROKER_URL"])
+    settings = Settings(
+        home=Path("/data"),
+        database_url=environment["FOODLAB_DATABASE_URL"],
+        broker_url=environment["FOODLAB_BROKER_URL"],
+    )
     postgres = COMPOSE["services"]["postgres"]["environment"]
     assert settings.database == (
         f"postgresql+psycopg://{postgres['POSTGRES_USER']}:{postgres['POSTGRES_PASSWORD']}"
-        f"@postgres:5432/{postgres['POSTGRES_DB']}")
+        f"@postgres:5432/{postgres['POSTGRES_DB']}"
+    )
     assert settings.broker.startswith("redis://redis:6379")
 
 

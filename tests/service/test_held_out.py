@@ -11,12 +11,15 @@ from core.tables import JobStatus
 from workers.jobs import run_job
 
 
-def test_a_job_with_a_test_part_shows_its_test_score(client: TestClient, settings: Settings,
-                                                     synth_zip: Path) -> None:
+def test_a_job_with_a_test_part_shows_its_test_score(
+    client: TestClient, settings: Settings, synth_zip: Path
+) -> None:
     dataset = client.post("/datasets", files={"file": ("d.zip", synth_zip.read_bytes())})
-    body = {"dataset_id": dataset.json()["id"], "architecture": {"name": "resnet34"},
-            "hyperparameters": {"epochs": 1, "image_size": 32, "batch_size": 8,
-                                "test_fraction": 0.25}}
+    body = {
+        "dataset_id": dataset.json()["id"],
+        "architecture": {"name": "resnet34"},
+        "hyperparameters": {"epochs": 1, "image_size": 32, "batch_size": 8, "test_fraction": 0.25},
+    }
     job_id = client.post("/jobs", json=body).json()["id"]
     assert client.get(f"/jobs/{job_id}").json()["test"] is None  # not scored before the end
     assert run_job(settings, job_id) == JobStatus.succeeded
@@ -29,8 +32,11 @@ def test_a_job_with_a_test_part_shows_its_test_score(client: TestClient, setting
 
 def test_the_sum_of_fractions_is_checked(client: TestClient, synth_zip: Path) -> None:
     dataset = client.post("/datasets", files={"file": ("d.zip", synth_zip.read_bytes())})
-    body = {"dataset_id": dataset.json()["id"], "architecture": {"name": "resnet34"},
-            "hyperparameters": {"val_fraction": 0.5, "test_fraction": 0.5}}
+    body = {
+        "dataset_id": dataset.json()["id"],
+        "architecture": {"name": "resnet34"},
+        "hyperparameters": {"val_fraction": 0.5, "test_fraction": 0.5},
+    }
     response = client.post("/jobs", json=body)
     assert response.status_code == 422
     assert "test_fraction" in response.json()["detail"]

@@ -22,8 +22,14 @@ from core.settings import Settings, get_settings
 from core.tables import Job
 
 # What a job's configuration is; ids, queues, group ids and timestamps may differ.
-CONFIGURATION = ("dataset_id", "architecture", "architecture_options", "hyperparameters",
-                 "preset", "repeat_index")
+CONFIGURATION = (
+    "dataset_id",
+    "architecture",
+    "architecture_options",
+    "hyperparameters",
+    "preset",
+    "repeat_index",
+)
 PLAN = StudyPlan(["se_resnet34"], "reference", {"epochs": 1, "image_size": 32}, repeats=2)
 
 
@@ -44,8 +50,12 @@ def test_every_entry_point_makes_the_same_rows(
     client: TestClient, local: LocalBackend, settings: Settings, synth_folder: Path
 ) -> None:
     dataset_id = local.register_dataset(synth_folder)
-    body = {"dataset_id": dataset_id, "preset": "reference", "repeats": 2,
-            "hyperparameters": {"epochs": 1, "image_size": 32}}
+    body = {
+        "dataset_id": dataset_id,
+        "preset": "reference",
+        "repeats": 2,
+        "hyperparameters": {"epochs": 1, "image_size": 32},
+    }
     made = {
         "study --local": local.submit(dataset_id, "se_resnet34", PLAN),
         "study --url": RemoteBackend(client).submit(dataset_id, "se_resnet34", PLAN),
@@ -57,8 +67,9 @@ def test_every_entry_point_makes_the_same_rows(
         group = client.get("/jobs", params={"group_id": first.json()["group_id"]}).json()
         made[label] = sorted(job["id"] for job in group["data"])
     with open_session(settings.database) as session:
-        rows = {label: [configuration(session.get(Job, i)) for i in ids]
-                for label, ids in made.items()}
+        rows = {
+            label: [configuration(session.get(Job, i)) for i in ids] for label, ids in made.items()
+        }
         expected = rows["POST /jobs"]
         assert all(found == expected for found in rows.values()), rows
         assert expected[0][2] == {}  # the canonical form: only what differs from the preset
@@ -89,15 +100,39 @@ def test_migration_normalises_rows_stored_before(tmp_path: Path) -> None:
         # The tables as revision 0001 made them (today's ORM classes have more columns).
         tables = MetaData()
         tables.reflect(connection)
-        dataset = connection.execute(insert(tables.tables["datasets"]).values(
-            name="d", path="/d", source="folder", fingerprint="f", classes=["a", "b"],
-            counts={}, skipped=[], num_images=2, created_at=now)).inserted_primary_key[0]
+        dataset = connection.execute(
+            insert(tables.tables["datasets"]).values(
+                name="d",
+                path="/d",
+                source="folder",
+                fingerprint="f",
+                classes=["a", "b"],
+                counts={},
+                skipped=[],
+                num_images=2,
+                created_at=now,
+            )
+        ).inserted_primary_key[0]
         for architecture, options in stored.items():
-            connection.execute(insert(tables.tables["jobs"]).values(
-                dataset_id=dataset, status="succeeded", architecture=architecture,
-                architecture_options=options, hyperparameters={}, queue="cpu", repeat_index=0,
-                created_at=now, attempts=1, cancel_requested=False, progress_epoch=0,
-                progress_batch=0, progress_total_batches=0, progress_percent=0.0, run_info={}))
+            connection.execute(
+                insert(tables.tables["jobs"]).values(
+                    dataset_id=dataset,
+                    status="succeeded",
+                    architecture=architecture,
+                    architecture_options=options,
+                    hyperparameters={},
+                    queue="cpu",
+                    repeat_index=0,
+                    created_at=now,
+                    attempts=1,
+                    cancel_requested=False,
+                    progress_epoch=0,
+                    progress_batch=0,
+                    progress_total_batches=0,
+                    progress_percent=0.0,
+                    run_info={},
+                )
+            )
     upgrade(url)
     with engine.connect() as connection:
         found = dict(connection.execute(select(Job.architecture, Job.architecture_options)).all())

@@ -17,8 +17,12 @@ from core.tables import Dataset, Job, JobStatus, utcnow
 @pytest.fixture
 def job_id(settings: Settings) -> int:
     with session_scope(settings.database) as session:
-        dataset = repo.add_dataset(session=session, dataset=Dataset(
-            name="d", path="/tmp/no-such-dataset-d", source="folder", fingerprint="f"))
+        dataset = repo.add_dataset(
+            session=session,
+            dataset=Dataset(
+                name="d", path="/tmp/no-such-dataset-d", source="folder", fingerprint="f"
+            ),
+        )
         job = Job(dataset_id=dataset.id, architecture="resnet34", hyperparameters={"epochs": 1})
         repo.add_jobs(session=session, jobs=[job])
         return job.id
@@ -26,15 +30,19 @@ def job_id(settings: Settings) -> int:
 
 def claim(settings: Settings, job_id: int, worker: str, stale_after: float = 60) -> int | None:
     with session_scope(settings.database) as session:
-        return repo.claim_job(session=session, job_id=job_id, worker=worker,
-                              stale_after=stale_after)
+        return repo.claim_job(
+            session=session, job_id=job_id, worker=worker, stale_after=stale_after
+        )
 
 
 def age_heartbeat(settings: Settings, job_id: int, seconds: float) -> None:
     with session_scope(settings.database) as session:
         # A worker that went quiet: no data-access function backdates a heartbeat.
-        session.execute(update(Job).where(Job.id == job_id)
-                        .values(heartbeat_at=utcnow() - timedelta(seconds=seconds)))
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(heartbeat_at=utcnow() - timedelta(seconds=seconds))
+        )
 
 
 def load(settings: Settings, job_id: int) -> Job:
@@ -71,10 +79,14 @@ def test_reaper_requeues_only_stale_jobs(settings: Settings, job_id: int) -> Non
     age_heartbeat(settings, job_id, 120)
     with session_scope(settings.database) as session:
         assert repo.stale_jobs(session=session, stale_after=60) == [job_id]
-        assert repo.requeue_if_stale(session=session, job_id=job_id, stale_after=60,
-                                     max_attempts=3) == JobStatus.queued
-        assert repo.requeue_if_stale(session=session, job_id=job_id, stale_after=60,
-                                     max_attempts=3) is None
+        assert (
+            repo.requeue_if_stale(session=session, job_id=job_id, stale_after=60, max_attempts=3)
+            == JobStatus.queued
+        )
+        assert (
+            repo.requeue_if_stale(session=session, job_id=job_id, stale_after=60, max_attempts=3)
+            is None
+        )
     job = load(settings, job_id)
     assert job.status == JobStatus.queued and "a:1 stopped heart-beating" in job.last_failure
 
@@ -85,8 +97,9 @@ def test_a_job_is_failed_once_max_attempts_workers_died(settings: Settings, job_
         repo_update_progress(settings, job_id, epoch=attempt)
         age_heartbeat(settings, job_id, 120)
         with session_scope(settings.database) as session:
-            status = repo.requeue_if_stale(session=session, job_id=job_id, stale_after=60,
-                                           max_attempts=3)
+            status = repo.requeue_if_stale(
+                session=session, job_id=job_id, stale_after=60, max_attempts=3
+            )
         assert status == (JobStatus.failed if attempt == 3 else JobStatus.queued)
     job = load(settings, job_id)
     assert job.error_message.startswith("the worker died 3 times while running this job")
@@ -94,34 +107,37 @@ def test_a_job_is_failed_once_max_attempts_workers_died(settings: Settings, job_
     assert not claim(settings, job_id, "w:4")
 
 
-def test_a_redelivered_message_does_not_exceed_max_attempts(settings: Settings,
-                                                            job_id: int) -> None:
+def test_a_redelivered_message_does_not_exceed_max_attempts(
+    settings: Settings, job_id: int
+) -> None:
     assert claim(settings, job_id, "w:1")
     age_heartbeat(settings, job_id, 120)
     with session_scope(settings.database) as session:
         # A running job whose worker died, found by a message rather than by the reaper.
-        assert repo.fail_if_exhausted(session=session, job_id=job_id, stale_after=60,
-                                      max_attempts=1)
+        assert repo.fail_if_exhausted(
+            session=session, job_id=job_id, stale_after=60, max_attempts=1
+        )
     assert load(settings, job_id).status == JobStatus.failed
 
 
-def test_cancelling_a_job_whose_worker_died_ends_it_at_once(settings: Settings,
-                                                            job_id: int) -> None:
+def test_cancelling_a_job_whose_worker_died_ends_it_at_once(
+    settings: Settings, job_id: int
+) -> None:
     assert claim(settings, job_id, "a:1")
     age_heartbeat(settings, job_id, 120)
     with session_scope(settings.database) as session:
-        job = repo.request_cancel(session=session, job=repo.get_job(session=session,
-                                                                    job_id=job_id),
-                                  stale_after=60)
+        job = repo.request_cancel(
+            session=session, job=repo.get_job(session=session, job_id=job_id), stale_after=60
+        )
         assert job.status == JobStatus.cancelled
 
 
 def test_a_live_job_is_cancelled_at_its_next_batch(settings: Settings, job_id: int) -> None:
     assert claim(settings, job_id, "a:1")
     with session_scope(settings.database) as session:
-        job = repo.request_cancel(session=session, job=repo.get_job(session=session,
-                                                                    job_id=job_id),
-                                  stale_after=60)
+        job = repo.request_cancel(
+            session=session, job=repo.get_job(session=session, job_id=job_id), stale_after=60
+        )
         assert job.status == JobStatus.running and job.cancel_requested
 
 
@@ -136,30 +152,39 @@ def test_queued_jobs_not_sent_recently_are_swept(settings: Settings, job_id: int
 def test_a_handed_back_job_keeps_its_attempt_budget(settings: Settings, job_id: int) -> None:
     lease = claim(settings, job_id, "a:1")
     with session_scope(settings.database) as session:
-        assert repo.release_job(session=session, job_id=job_id, lease=lease, reason="shutdown",
-                                counts_as_attempt=False)
-        assert not repo.release_job(session=session, job_id=job_id, lease=lease,
-                                    reason="again", counts_as_attempt=False)
+        assert repo.release_job(
+            session=session, job_id=job_id, lease=lease, reason="shutdown", counts_as_attempt=False
+        )
+        assert not repo.release_job(
+            session=session, job_id=job_id, lease=lease, reason="again", counts_as_attempt=False
+        )
     job = load(settings, job_id)
     assert job.status == JobStatus.queued and job.attempts == 0 and job.lease == 1
 
 
 def repo_update_progress(settings: Settings, job_id: int, epoch: int) -> None:
     with session_scope(settings.database) as session:
-        repo.record_progress(session=session, job_id=job_id, epoch=epoch, batch=1,
-                             total_batches=2, percent=10.0, eta_seconds=None)
+        repo.record_progress(
+            session=session,
+            job_id=job_id,
+            epoch=epoch,
+            batch=1,
+            total_batches=2,
+            percent=10.0,
+            eta_seconds=None,
+        )
 
 
 def test_finished_and_cancelled_jobs_are_never_claimed(settings: Settings, job_id: int) -> None:
     with session_scope(settings.database) as session:
-        repo.request_cancel(session=session, job=repo.get_job(session=session, job_id=job_id),
-                            stale_after=60)
+        repo.request_cancel(
+            session=session, job=repo.get_job(session=session, job_id=job_id), stale_after=60
+        )
     assert not claim(settings, job_id, "a:1")
     assert load(settings, job_id).status == JobStatus.cancelled
 
 
-def test_a_job_on_a_vanished_dataset_fails_with_a_message(settings: Settings,
-                                                          job_id: int) -> None:
+def test_a_job_on_a_vanished_dataset_fails_with_a_message(settings: Settings, job_id: int) -> None:
     from workers.jobs import run_job
 
     assert run_job(settings, job_id) == JobStatus.failed
@@ -193,18 +218,37 @@ def test_a_finished_job_is_not_run_again(settings: Settings, job_id: int) -> Non
     assert load(settings, job_id).status == JobStatus.succeeded
 
 
-def test_a_succeeded_job_shows_its_last_epoch_at_100_percent(settings: Settings,
-                                                             job_id: int) -> None:
+def test_a_succeeded_job_shows_its_last_epoch_at_100_percent(
+    settings: Settings, job_id: int
+) -> None:
     # Progress writes are throttled: the last one can be from epoch 1 when epoch 2 ends.
     with session_scope(settings.database) as session:
         assert repo.claim_job(session=session, job_id=job_id, worker="a:1", stale_after=60)
-        repo.record_progress(session=session, job_id=job_id, epoch=1, batch=2,
-                             total_batches=5, percent=20.0, eta_seconds=30.0)
+        repo.record_progress(
+            session=session,
+            job_id=job_id,
+            epoch=1,
+            batch=2,
+            total_batches=5,
+            percent=20.0,
+            eta_seconds=30.0,
+        )
         for epoch in (1, 2):
-            repo.upsert_metric(session=session, job_id=job_id, metrics=EpochMetrics(
-                epoch=epoch, train_loss=1.0, train_accuracy=0.5, val_loss=1.0, val_accuracy=0.5,
-                lr=0.1, epoch_seconds=1.0, train_images_per_second=10.0,
-                generalization_gap=0.0))
+            repo.upsert_metric(
+                session=session,
+                job_id=job_id,
+                metrics=EpochMetrics(
+                    epoch=epoch,
+                    train_loss=1.0,
+                    train_accuracy=0.5,
+                    val_loss=1.0,
+                    val_accuracy=0.5,
+                    lr=0.1,
+                    epoch_seconds=1.0,
+                    train_images_per_second=10.0,
+                    generalization_gap=0.0,
+                ),
+            )
         repo.finish_job(session=session, job_id=job_id, status=JobStatus.succeeded)
     job = load(settings, job_id)
     assert (job.progress_epoch, job.progress_batch, job.progress_total_batches) == (2, 5, 5)
@@ -213,8 +257,15 @@ def test_a_succeeded_job_shows_its_last_epoch_at_100_percent(settings: Settings,
 
 def test_a_cancelled_job_keeps_the_progress_it_made(settings: Settings, job_id: int) -> None:
     with session_scope(settings.database) as session:
-        repo.record_progress(session=session, job_id=job_id, epoch=1, batch=2,
-                             total_batches=5, percent=20.0, eta_seconds=30.0)
+        repo.record_progress(
+            session=session,
+            job_id=job_id,
+            epoch=1,
+            batch=2,
+            total_batches=5,
+            percent=20.0,
+            eta_seconds=30.0,
+        )
         repo.finish_job(session=session, job_id=job_id, status=JobStatus.cancelled)
     job = load(settings, job_id)
     assert (job.progress_epoch, job.progress_batch, job.progress_percent) == (1, 2, 20.0)
@@ -223,13 +274,23 @@ def test_a_cancelled_job_keeps_the_progress_it_made(settings: Settings, job_id: 
 def finished_run(*_: object, **__: object) -> object:
     from workers.engine.callbacks import RunResult
 
-    return RunResult(status="completed", epochs=[], best_epoch=None, class_names=["a", "b"],
-                     skipped=[], last_checkpoint=None, best_checkpoint=None, bundle=None,
-                     num_parameters=1, gflops=0.0)
+    return RunResult(
+        status="completed",
+        epochs=[],
+        best_epoch=None,
+        class_names=["a", "b"],
+        skipped=[],
+        last_checkpoint=None,
+        best_checkpoint=None,
+        bundle=None,
+        num_parameters=1,
+        gflops=0.0,
+    )
 
 
-def test_latency_is_best_effort(settings: Settings, job_id: int,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_latency_is_best_effort(
+    settings: Settings, job_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import workers.jobs
 
     def broken(*_: object, **__: object) -> float:

@@ -36,7 +36,8 @@ def drift(url: str) -> list[object]:
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(
-                connection, opts={"include_name": foodlab_tables_only})
+                connection, opts={"include_name": foodlab_tables_only}
+            )
             return compare_metadata(context, Base.metadata)
     finally:
         engine.dispose()
@@ -65,8 +66,9 @@ def optuna_beside_foodlab(url: str) -> None:
     """Optuna's storage on foodlab's database URL never touches foodlab's schema or version."""
     upgrade(url)
     storage = optuna_storage(url)
-    optuna.create_study(study_name="s", storage=storage).optimize(lambda t: t.suggest_float(
-        "x", 0, 1), n_trials=2)
+    optuna.create_study(study_name="s", storage=storage).optimize(
+        lambda t: t.suggest_float("x", 0, 1), n_trials=2
+    )
     assert table_names(url) == set(Base.metadata.tables)  # none of Optuna's in foodlab's schema
     assert drift(url) == []
     engine = create_engine(url)

@@ -18,8 +18,13 @@ from core.settings import Settings, get_settings
 
 def add_jobs(settings: Settings, jobs: int, dataset_ids: list[int] | None = None) -> None:
     with open_session(settings.database) as session:
-        seed_jobs(session, jobs=jobs, dataset_ids=dataset_ids or add_datasets(session, 2),
-                  bundle_path="/nowhere/bundle.pt", epochs=4)
+        seed_jobs(
+            session,
+            jobs=jobs,
+            dataset_ids=dataset_ids or add_datasets(session, 2),
+            bundle_path="/nowhere/bundle.pt",
+            epochs=4,
+        )
         session.commit()
 
 

@@ -29,7 +29,6 @@ from tests.support import PG_ADMIN
 JOBS = 10_000
 
 
-
 def seeded(url: str) -> str:
     upgrade(url)
     with open_session(url) as session:
@@ -174,8 +173,9 @@ def test_statistics_are_gathered_at_upgrade(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     upgrade(url, "0005_searches")
     with open_session(url) as session:
-        seed_jobs(session, jobs=200, dataset_ids=add_datasets(session, 1), bundle_path="-",
-                  epochs=2)
+        seed_jobs(
+            session, jobs=200, dataset_ids=add_datasets(session, 1), bundle_path="-", epochs=2
+        )
         session.commit()
     upgrade(url)
     assert {"jobs": 200, "epoch_metrics": 400}.items() <= sqlite_statistics(url).items()
@@ -188,8 +188,9 @@ def test_statistics_are_refreshed_when_a_job_finishes(settings: Settings) -> Non
     with open_session(url) as session:
         dataset_ids = add_datasets(session, 1)
         seed_jobs(session, jobs=300, dataset_ids=dataset_ids, bundle_path="-", epochs=1)
-        job = Job(dataset_id=dataset_ids[0], architecture="resnet34",
-                  hyperparameters={"epochs": 1})  # its folder does not exist: fails at once
+        job = Job(
+            dataset_id=dataset_ids[0], architecture="resnet34", hyperparameters={"epochs": 1}
+        )  # its folder does not exist: fails at once
         session.add(job)
         session.commit()
     assert "jobs" not in sqlite_statistics(url)  # analyzed at upgrade, when it was empty

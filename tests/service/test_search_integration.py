@@ -23,21 +23,42 @@ SEARCH_TIMEOUT = 600.0
 
 
 def test_search_with_a_hopeless_space_prunes_survives_a_killed_worker_and_finishes(
-        tmp_path: Path, postgres_url: str, redis_url: str, synth_zip: Path,
-        start_worker: Callable[[Settings], Worker]) -> None:
-    settings = make_settings(tmp_path / "home", database_url=postgres_url, broker_url=redis_url,
-                             heartbeat_seconds=0.5, stale_after_seconds=4.0)
+    tmp_path: Path,
+    postgres_url: str,
+    redis_url: str,
+    synth_zip: Path,
+    start_worker: Callable[[Settings], Worker],
+) -> None:
+    settings = make_settings(
+        tmp_path / "home",
+        database_url=postgres_url,
+        broker_url=redis_url,
+        heartbeat_seconds=0.5,
+        stale_after_seconds=4.0,
+    )
     upgrade(settings.database)
     workers = [start_worker(settings), start_worker(settings)]
     logs = lambda: [w.log for w in workers]  # noqa: E731 - read when a wait times out
     with client_for(settings) as client:
         dataset = client.post("/datasets", files={"file": ("d.zip", synth_zip.read_bytes())})
-        body = {"dataset_id": dataset.json()["id"], "architecture": {"name": "resnet34"},
-                "preset": "recommended", "n_trials": 6, "max_parallel": 2, "seed": 0,
-                "objective": "val_loss", "pruner": "median",
-                "hyperparameters": {"epochs": 3, "warmup_epochs": 0, "image_size": 32,
-                                    "batch_size": 4, "eval_batch_size": 16},
-                "space": {"lr": {"low": 1e-6, "high": 10, "log": True}}}
+        body = {
+            "dataset_id": dataset.json()["id"],
+            "architecture": {"name": "resnet34"},
+            "preset": "recommended",
+            "n_trials": 6,
+            "max_parallel": 2,
+            "seed": 0,
+            "objective": "val_loss",
+            "pruner": "median",
+            "hyperparameters": {
+                "epochs": 3,
+                "warmup_epochs": 0,
+                "image_size": 32,
+                "batch_size": 4,
+                "eval_batch_size": 16,
+            },
+            "space": {"lr": {"low": 1e-6, "high": 10, "log": True}},
+        }
         created = client.post("/searches", json=body)
         assert created.status_code == 201, created.text
         search_id = created.json()["id"]
@@ -45,8 +66,14 @@ def test_search_with_a_hopeless_space_prunes_survives_a_killed_worker_and_finish
         # kill -9 the worker of a trial in its second epoch; a third worker takes over.
         def trial_in_epoch_two() -> dict | None:
             jobs = client.get("/jobs", params={"group_id": created.json()["group_id"]}).json()
-            return next((j for j in jobs["data"] if j["status"] == "running"
-                         and j["progress"]["epoch"] >= 2), None)
+            return next(
+                (
+                    j
+                    for j in jobs["data"]
+                    if j["status"] == "running" and j["progress"]["epoch"] >= 2
+                ),
+                None,
+            )
 
         victim = wait_until(trial_in_epoch_two, SEARCH_TIMEOUT, "a trial in epoch 2", logs())
         pid = int(victim["worker"].rsplit(":", 1)[1])
@@ -55,8 +82,13 @@ def test_search_with_a_hopeless_space_prunes_survives_a_killed_worker_and_finish
         workers.append(start_worker(settings))
 
         detail = wait_until(
-            lambda: (d := client.get(f"/searches/{search_id}").json())["status"] == "succeeded"
-            and d, SEARCH_TIMEOUT, "the search to finish", logs())
+            lambda: (
+                (d := client.get(f"/searches/{search_id}").json())["status"] == "succeeded" and d
+            ),
+            SEARCH_TIMEOUT,
+            "the search to finish",
+            logs(),
+        )
 
     trials = detail["trials"]
     assert sorted(t["number"] for t in trials) == list(range(6))  # no trial sampled twice
@@ -64,23 +96,35 @@ def test_search_with_a_hopeless_space_prunes_survives_a_killed_worker_and_finish
     states = {t["state"] for t in trials}
     assert states <= {"complete", "pruned", "fail"} and "pruned" in states
     for trial in trials:
-        assert trial["job_status"] == {"complete": "succeeded", "pruned": "pruned",
-                                       "fail": trial["job_status"]}[trial["state"]]
+        assert (
+            trial["job_status"]
+            == {"complete": "succeeded", "pruned": "pruned", "fail": trial["job_status"]}[
+                trial["state"]
+            ]
+        )
     complete = [t for t in trials if t["state"] == "complete"]
     assert detail["best_trial"]["value"] == min(t["value"] for t in complete)
     assert detail["best_trial"]["number"] in {t["number"] for t in complete}
 
     resumed = next(t for t in trials if t["job_id"] == victim["id"])
-    study = optuna.load_study(study_name=detail["study_name"],
-                              storage=optuna_storage(settings.database))
+    study = optuna.load_study(
+        study_name=detail["study_name"], storage=optuna_storage(settings.database)
+    )
     assert len(study.trials) == 6
     with session_scope(settings.database) as session:
         assert session.get(Job, victim["id"]).attempts == 2
-        rows = dict(session.execute(select(EpochMetric.job_id, func.count())
-                                    .group_by(EpochMetric.job_id)).all())
-        distinct = dict(session.execute(
-            select(EpochMetric.job_id, func.count(func.distinct(EpochMetric.epoch)))
-            .group_by(EpochMetric.job_id)).all())
+        rows = dict(
+            session.execute(
+                select(EpochMetric.job_id, func.count()).group_by(EpochMetric.job_id)
+            ).all()
+        )
+        distinct = dict(
+            session.execute(
+                select(EpochMetric.job_id, func.count(func.distinct(EpochMetric.epoch))).group_by(
+                    EpochMetric.job_id
+                )
+            ).all()
+        )
     assert rows == distinct  # no epoch stored twice
     for trial in trials:
         reported = study.trials[trial["number"]].intermediate_values

@@ -26,28 +26,37 @@ def dataset_id(client: TestClient, synth_zip: Path) -> int:
 
 
 def search_body(dataset_id: int, **changes: object) -> dict[str, object]:
-    return {"dataset_id": dataset_id, "architecture": {"name": "resnet34"},
-            "preset": "recommended", "hyperparameters": TINY,
-            "space": {"lr": {"low": 1e-3, "high": 0.1, "log": True}},
-            "n_trials": 2, "seed": 3} | changes
+    return {
+        "dataset_id": dataset_id,
+        "architecture": {"name": "resnet34"},
+        "preset": "recommended",
+        "hyperparameters": TINY,
+        "space": {"lr": {"low": 1e-3, "high": 0.1, "log": True}},
+        "n_trials": 2,
+        "seed": 3,
+    } | changes
 
 
-@pytest.mark.parametrize(("changes", "field", "words"), [
-    ({"space": {"colour": [1, 2]}}, "space.colour", "not a hyperparameter"),
-    ({"space": {"lr": {"low": 0.1, "high": 20}}}, "space.lr.high", "less than or equal to 10"),
-    ({"space": {"lr": {"low": 0.1, "high": 0.01}}}, "space.lr.high", "greater than low"),
-    ({"space": {"lr": {"low": 0, "high": 0.1, "log": True}}}, "space.lr.low", "log scale"),
-    ({"space": {"optimizer": ["sgd", "rmsprop"]}}, "space.optimizer.1", "sgd"),
-    ({"space": {"optimizer": {"low": 1, "high": 2}}}, "space.optimizer", "not numeric"),
-    ({"space": {"epochs": {"low": 1, "high": 5}}}, "space.epochs", "fixed for a search"),
-    ({"space": {"batch_size": {"low": 4.5, "high": 8}}}, "space.batch_size.low", "whole"),
-    ({"sampler": "grid"}, "sampler", "list of choices"),
-    ({"hyperparameters": {"test_fraction": 0}}, "hyperparameters.test_fraction", "test part"),
-    ({"n_trials": 0}, "n_trials", "greater than or equal to 1"),
-    ({"pruner": "sometimes"}, "pruner", "median"),
-])
-def test_bad_searches_get_422_naming_the_field(client: TestClient, dataset_id: int,
-                                               changes: dict, field: str, words: str) -> None:
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"space": {"colour": [1, 2]}}, "space.colour", "not a hyperparameter"),
+        ({"space": {"lr": {"low": 0.1, "high": 20}}}, "space.lr.high", "less than or equal to 10"),
+        ({"space": {"lr": {"low": 0.1, "high": 0.01}}}, "space.lr.high", "greater than low"),
+        ({"space": {"lr": {"low": 0, "high": 0.1, "log": True}}}, "space.lr.low", "log scale"),
+        ({"space": {"optimizer": ["sgd", "rmsprop"]}}, "space.optimizer.1", "sgd"),
+        ({"space": {"optimizer": {"low": 1, "high": 2}}}, "space.optimizer", "not numeric"),
+        ({"space": {"epochs": {"low": 1, "high": 5}}}, "space.epochs", "fixed for a search"),
+        ({"space": {"batch_size": {"low": 4.5, "high": 8}}}, "space.batch_size.low", "whole"),
+        ({"sampler": "grid"}, "sampler", "list of choices"),
+        ({"hyperparameters": {"test_fraction": 0}}, "hyperparameters.test_fraction", "test part"),
+        ({"n_trials": 0}, "n_trials", "greater than or equal to 1"),
+        ({"pruner": "sometimes"}, "pruner", "median"),
+    ],
+)
+def test_bad_searches_get_422_naming_the_field(
+    client: TestClient, dataset_id: int, changes: dict, field: str, words: str
+) -> None:
     response = client.post("/searches", json=search_body(dataset_id, **changes))
     assert response.status_code == 422, response.text
     assert response.json()["field"] == field and words in response.json()["detail"]
@@ -64,8 +73,12 @@ def run_trials(settings: Settings, search_id: int) -> int:
     ran = 0
     while True:
         with session_scope(settings.database) as session:
-            queued = [job.id for job in session.query(Job).filter_by(
-                search_id=search_id, status=JobStatus.queued)]
+            queued = [
+                job.id
+                for job in session.query(Job).filter_by(
+                    search_id=search_id, status=JobStatus.queued
+                )
+            ]
         if not queued:
             return ran
         for job_id in queued:
@@ -74,7 +87,8 @@ def run_trials(settings: Settings, search_id: int) -> int:
 
 
 def test_a_search_runs_its_trials_as_jobs_and_reports_the_best(
-        client: TestClient, settings: Settings, dataset_id: int) -> None:
+    client: TestClient, settings: Settings, dataset_id: int
+) -> None:
     created = client.post("/searches", json=search_body(dataset_id))
     assert created.status_code == 201, created.text
     search = created.json()
@@ -108,8 +122,9 @@ def test_a_search_runs_its_trials_as_jobs_and_reports_the_best(
     assert Path(optuna_url(settings.database).removeprefix("sqlite:///")).is_file()
 
 
-def test_cancelling_a_search_cancels_its_queued_trial(client: TestClient, settings: Settings,
-                                                      dataset_id: int) -> None:
+def test_cancelling_a_search_cancels_its_queued_trial(
+    client: TestClient, settings: Settings, dataset_id: int
+) -> None:
     search = client.post("/searches", json=search_body(dataset_id, n_trials=3)).json()
     cancelled = client.post(f"/searches/{search['id']}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"

@@ -28,8 +28,10 @@ def on_postgres(tmp_path: Path, postgres_url: str) -> Settings:
 
 def _job(settings: Settings, data: Path, hyperparameters: dict) -> int:
     with session_scope(settings.database) as session:
-        dataset = repo.add_dataset(session=session, dataset=Dataset(
-            name="d", path=str(data), source="folder", fingerprint="f"))
+        dataset = repo.add_dataset(
+            session=session,
+            dataset=Dataset(name="d", path=str(data), source="folder", fingerprint="f"),
+        )
         job = Job(dataset_id=dataset.id, architecture="resnet34", hyperparameters=hyperparameters)
         repo.add_jobs(session=session, jobs=[job])
         return job.id
@@ -38,16 +40,31 @@ def _job(settings: Settings, data: Path, hyperparameters: dict) -> int:
 def test_non_finite_floats_never_reach_a_json_column(on_postgres: Settings, tmp_path: Path):
     job_id = _job(on_postgres, tmp_path, {"epochs": 1})
     metrics = EpochMetrics(
-        epoch=1, train_loss=1.0, train_accuracy=0.5, val_loss=1.1, val_accuracy=0.5, lr=0.1,
-        epoch_seconds=1.0, train_images_per_second=10.0, generalization_gap=0.0,
-        grad_norms={"stem": 0.5, "stage1": math.nan, "stage2": math.inf}, skipped_steps=2)
+        epoch=1,
+        train_loss=1.0,
+        train_accuracy=0.5,
+        val_loss=1.1,
+        val_accuracy=0.5,
+        lr=0.1,
+        epoch_seconds=1.0,
+        train_images_per_second=10.0,
+        generalization_gap=0.0,
+        grad_norms={"stem": 0.5, "stage1": math.nan, "stage2": math.inf},
+        skipped_steps=2,
+    )
     with session_scope(on_postgres.database) as session:
         repo.upsert_metric(session=session, job_id=job_id, metrics=metrics)
-        repo.record_run_start(session=session, job_id=job_id, device="cpu",
-                              num_parameters=1, gflops=1.0,
-                              run_info=JobRunInfo(start_epoch=1, series=[1.0, math.nan]))
-        repo.record_inference_latency(session=session, job_id=job_id, inference_ms=math.inf,
-                                      device="cpu", threads=1)
+        repo.record_run_start(
+            session=session,
+            job_id=job_id,
+            device="cpu",
+            num_parameters=1,
+            gflops=1.0,
+            run_info=JobRunInfo(start_epoch=1, series=[1.0, math.nan]),
+        )
+        repo.record_inference_latency(
+            session=session, job_id=job_id, inference_ms=math.inf, device="cpu", threads=1
+        )
     with session_scope(on_postgres.database) as session:
         row = session.query(EpochMetric).filter_by(job_id=job_id).one()
         assert row.grad_norms == {"stem": 0.5} and row.skipped_steps == 2
@@ -56,8 +73,9 @@ def test_non_finite_floats_never_reach_a_json_column(on_postgres: Settings, tmp_
         assert job.run_info["series"] == [1.0, None] and job.run_info["start_epoch"] == 1
 
 
-def test_a_diverged_run_fails_with_what_to_change(on_postgres: Settings, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch):
+def test_a_diverged_run_fails_with_what_to_change(
+    on_postgres: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     from workers.jobs import run_job
 
     real_loss = nn.CrossEntropyLoss
@@ -73,6 +91,8 @@ def test_a_diverged_run_fails_with_what_to_change(on_postgres: Settings, tmp_pat
     with session_scope(on_postgres.database) as session:
         job = repo.get_job(session=session, job_id=job_id)
         assert job is not None and job.error_traceback is None  # the user's to fix
-        assert job.error_message == ("hyperparameters.lr: training diverged at epoch 1, "
-                                     "batch 1 (loss nan): lower the learning rate")
+        assert job.error_message == (
+            "hyperparameters.lr: training diverged at epoch 1, "
+            "batch 1 (loss nan): lower the learning rate"
+        )
         assert repo.job_metrics(session=session, job_id=job_id) == []

@@ -59,7 +59,9 @@ def test_hyperparameter_schema_is_the_one_the_api_validates(client: TestClient) 
 
 
 def test_jobs_sort_by_best_accuracy_with_unfinished_jobs_last(
-    client: TestClient, dataset_id: int, settings: Settings  # noqa: F811
+    client: TestClient,
+    dataset_id: int,
+    settings: Settings,  # noqa: F811
 ) -> None:
     ids = [client.post("/jobs", json=job_body(dataset_id)).json()["id"] for _ in range(3)]
     with closing(open_session(settings.database)) as session:
@@ -84,7 +86,9 @@ def files_under(folder: Path) -> set[str]:
 
 
 def test_thumbnails_are_small_cached_under_home_and_never_in_the_dataset(
-    client: TestClient, dataset_id: int, settings: Settings  # noqa: F811
+    client: TestClient,
+    dataset_id: int,
+    settings: Settings,  # noqa: F811
 ) -> None:
     dataset = client.get(f"/datasets/{dataset_id}").json()
     dataset_folder = settings.datasets_dir / str(dataset_id)
@@ -99,8 +103,12 @@ def test_thumbnails_are_small_cached_under_home_and_never_in_the_dataset(
     assert client.get(f"/datasets/{dataset_id}/thumbnails/1/0").content == cached[0].read_bytes()
     assert files_under(dataset_folder) == before
     per_class = dataset["counts"][dataset["classes"][0]]["total"]
-    for path, field in ((f"0/{per_class}", "index"), ("0/8", "index"), ("9/0", "class_index"),
-                        ("0/-1", "index")):
+    for path, field in (
+        (f"0/{per_class}", "index"),
+        ("0/8", "index"),
+        ("9/0", "class_index"),
+        ("0/-1", "index"),
+    ):
         missing = client.get(f"/datasets/{dataset_id}/thumbnails/{path}")
         assert missing.status_code == 404 and missing.json()["field"] == field, path
     assert client.get("/datasets/999/thumbnails/0/0").status_code == 404
@@ -109,15 +117,28 @@ def test_thumbnails_are_small_cached_under_home_and_never_in_the_dataset(
 def add_epochs(settings: Settings, job_id: int, count: int) -> None:
     with closing(open_session(settings.database)) as session:
         for epoch in range(1, count + 1):
-            session.add(EpochMetric(job_id=job_id, epoch=epoch, train_loss=1.0, train_accuracy=0.5,
-                                    val_loss=1.1, val_accuracy=0.4, lr=0.1, epoch_seconds=1.0,
-                                    train_images_per_second=10.0, generalization_gap=0.1,
-                                    grad_norms={"stem": 2.0, "classifier": 0.5}))
+            session.add(
+                EpochMetric(
+                    job_id=job_id,
+                    epoch=epoch,
+                    train_loss=1.0,
+                    train_accuracy=0.5,
+                    val_loss=1.1,
+                    val_accuracy=0.4,
+                    lr=0.1,
+                    epoch_seconds=1.0,
+                    train_images_per_second=10.0,
+                    generalization_gap=0.1,
+                    grad_norms={"stem": 2.0, "classifier": 0.5},
+                )
+            )
         session.commit()
 
 
 def test_compare_metrics_gives_every_jobs_epochs_in_one_answer(
-    client: TestClient, dataset_id: int, settings: Settings  # noqa: F811
+    client: TestClient,
+    dataset_id: int,
+    settings: Settings,  # noqa: F811
 ) -> None:
     ids = [client.post("/jobs", json=job_body(dataset_id)).json()["id"] for _ in range(2)]
     add_epochs(settings, ids[1], 2)
@@ -135,11 +156,19 @@ def test_every_dashboard_file_ships_with_the_package() -> None:
     config = tomllib.loads((repo / "pyproject.toml").read_text())
     patterns = config["tool"]["setuptools"]["package-data"]["service"]
     service = repo / "service"
-    files = [p for folder in ("static", "templates") for p in (service / folder).rglob("*")
-             if p.is_file()]
+    files = [
+        p
+        for folder in ("static", "templates")
+        for p in (service / folder).rglob("*")
+        if p.is_file()
+    ]
     assert files
     # PurePath.match, like setuptools' globs, never lets "*" cross a "/".
-    unshipped = [str(p.relative_to(service)) for p in files
-                 if not any(PurePosixPath(p.relative_to(service).as_posix()).match(pattern)
-                            for pattern in patterns)]
+    unshipped = [
+        str(p.relative_to(service))
+        for p in files
+        if not any(
+            PurePosixPath(p.relative_to(service).as_posix()).match(pattern) for pattern in patterns
+        )
+    ]
     assert unshipped == []

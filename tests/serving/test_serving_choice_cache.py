@@ -33,8 +33,9 @@ def serving_job(client: TestClient) -> int:
     return response.json()["job_id"]
 
 
-def finish_in_another_process(settings: Settings, job_id: int, accuracy: float,
-                              bundle: Path) -> None:
+def finish_in_another_process(
+    settings: Settings, job_id: int, accuracy: float, bundle: Path
+) -> None:
     """What a worker process does at the end of a run: best epoch, bundle row, succeeded."""
     script = textwrap.dedent(f"""
         from core import repository as repo
@@ -72,8 +73,7 @@ def test_a_better_job_finished_by_another_process_serves_next(
 ) -> None:
     snacks = catalog.dataset()
     first = catalog.job(snacks, accuracy=0.6)
-    running = catalog.job(snacks, accuracy=None, loss=None, bundle=None,
-                          status=JobStatus.running)
+    running = catalog.job(snacks, accuracy=None, loss=None, bundle=None, status=JobStatus.running)
     assert answering_job(client) == first.id and serving_job(client) == first.id
     finish_in_another_process(settings, running.id, 0.9, catalog.bundles["b"])
     assert answering_job(client) == running.id
@@ -85,8 +85,7 @@ def test_a_worse_job_finishing_changes_nothing(
 ) -> None:
     snacks = catalog.dataset()
     best = catalog.job(snacks, accuracy=0.8)
-    running = catalog.job(snacks, accuracy=None, loss=None, bundle=None,
-                          status=JobStatus.running)
+    running = catalog.job(snacks, accuracy=None, loss=None, bundle=None, status=JobStatus.running)
     assert answering_job(client) == best.id
     finish_in_another_process(settings, running.id, 0.3, catalog.bundles["a"])
     assert answering_job(client) == best.id

@@ -32,10 +32,10 @@ class AugmentPolicy:
 # `standard` is torchvision's RandomResizedCrop + flip with a lighter crop scale (small
 # datasets have little to spare) and light colour jitter; `strong` adds rotation and more.
 POLICIES: dict[str, AugmentPolicy] = {
-    "standard": AugmentPolicy(scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), max_rotation=0.0,
-                              jitter=0.2),
-    "strong": AugmentPolicy(scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), max_rotation=20.0,
-                            jitter=0.4),
+    "standard": AugmentPolicy(
+        scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), max_rotation=0.0, jitter=0.2
+    ),
+    "strong": AugmentPolicy(scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), max_rotation=20.0, jitter=0.4),
 }
 
 
@@ -48,7 +48,7 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     """Centre `size` x `size` of an NCHW batch."""
     top = center_offset(images.shape[-2], size)
     left = center_offset(images.shape[-1], size)
-    return images[..., top:top + size, left:left + size]
+    return images[..., top : top + size, left : left + size]
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
@@ -67,10 +67,13 @@ def crop_transforms(n: int, policy: AugmentPolicy, generator: torch.Generator) -
     flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
     angle = torch.deg2rad(_uniform(n, -policy.max_rotation, policy.max_rotation, generator))
     cos, sin = angle.cos(), angle.sin()
-    return torch.stack([
-        torch.stack([width * flip * cos, -height * sin, centre_x], dim=1),
-        torch.stack([width * flip * sin, height * cos, centre_y], dim=1),
-    ], dim=1)
+    return torch.stack(
+        [
+            torch.stack([width * flip * cos, -height * sin, centre_x], dim=1),
+            torch.stack([width * flip * sin, height * cos, centre_y], dim=1),
+        ],
+        dim=1,
+    )
 
 
 def jitter_factors(n: int, strength: float, generator: torch.Generator) -> torch.Tensor:
@@ -91,8 +94,9 @@ def erasing_boxes(n: int, probability: float, generator: torch.Generator) -> tor
     return torch.stack([left, top, left + width, top + height], dim=1)
 
 
-def mixing_draw(mixup_alpha: float, cutmix_alpha: float, generator: torch.Generator
-                ) -> torch.Tensor:
+def mixing_draw(
+    mixup_alpha: float, cutmix_alpha: float, generator: torch.Generator
+) -> torch.Tensor:
     """(6,) [use_cutmix, lam, box left, top, right, bottom] for one batch (timm's rule: mixup
     or cutmix, chosen evenly when both are on; lam ~ Beta(alpha, alpha))."""
     # Beta draws from Python's generator, seeded from the epoch's: reproducible, public API.
@@ -104,13 +108,18 @@ def mixing_draw(mixup_alpha: float, cutmix_alpha: float, generator: torch.Genera
     if cutmix:  # a box of area 1 - lam around a uniform centre, clipped to the image
         cut = math.sqrt(1 - lam)
         cx, cy = rng.random(), rng.random()
-        box = [max(cx - cut / 2, 0), max(cy - cut / 2, 0), min(cx + cut / 2, 1),
-               min(cy + cut / 2, 1)]
+        box = [
+            max(cx - cut / 2, 0),
+            max(cy - cut / 2, 0),
+            min(cx + cut / 2, 1),
+            min(cy + cut / 2, 1),
+        ]
     return torch.tensor([float(cutmix), lam, *box])
 
 
-def to_device_at_once(params: dict[str, torch.Tensor], device: torch.device
-                      ) -> dict[str, torch.Tensor]:
+def to_device_at_once(
+    params: dict[str, torch.Tensor], device: torch.device
+) -> dict[str, torch.Tensor]:
     """Float CPU tensors moved in one transfer (pinned and non-blocking on CUDA), so a batch's
     random parameters never make the host wait for the GPU."""
     if device.type == "cpu":
@@ -118,8 +127,9 @@ def to_device_at_once(params: dict[str, torch.Tensor], device: torch.device
     flat = torch.cat([t.reshape(-1) for t in params.values()])
     flat = flat.pin_memory().to(device, non_blocking=True)
     chunks = flat.split([t.numel() for t in params.values()])
-    return {key: chunk.view(t.shape) for (key, t), chunk in zip(params.items(), chunks,
-                                                                strict=True)}
+    return {
+        key: chunk.view(t.shape) for (key, t), chunk in zip(params.items(), chunks, strict=True)
+    }
 
 
 def _grayscale(images: torch.Tensor) -> torch.Tensor:
@@ -148,19 +158,23 @@ def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return inside_x & inside_y
 
 
-def augment(images: torch.Tensor, size: int, theta: torch.Tensor,
-            jitter: torch.Tensor | None) -> torch.Tensor:
+def augment(
+    images: torch.Tensor, size: int, theta: torch.Tensor, jitter: torch.Tensor | None
+) -> torch.Tensor:
     """Random resized crops of `size` from float NCHW images in [0, 1], then colour jitter."""
-    grid = F.affine_grid(theta.to(images.dtype), [images.shape[0], images.shape[1], size, size],
-                         align_corners=False)
+    grid = F.affine_grid(
+        theta.to(images.dtype), [images.shape[0], images.shape[1], size, size], align_corners=False
+    )
     # Reflection rather than black borders where a rotated crop leaves the image.
-    crops = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
-                          align_corners=False)
+    crops = F.grid_sample(
+        images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
     return crops if jitter is None else color_jitter(crops, jitter)
 
 
-def mix(images: torch.Tensor, labels: torch.Tensor, num_classes: int, draw: torch.Tensor
-        ) -> tuple[torch.Tensor, torch.Tensor]:
+def mix(
+    images: torch.Tensor, labels: torch.Tensor, num_classes: int, draw: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup or cutmix of each image with its mirror in the batch (timm's pairing, no
     permutation to draw); targets are class probabilities that sum to one."""
     use_cutmix, lam, box = draw[0], draw[1], draw[2:]
@@ -169,8 +183,9 @@ def mix(images: torch.Tensor, labels: torch.Tensor, num_classes: int, draw: torc
     # Cutmix: lam is the share of the image left uncovered, measured on the pixel grid.
     covered = mask.float().mean()
     lam = torch.where(use_cutmix > 0, 1 - covered, lam)
-    blended = torch.where(use_cutmix > 0, torch.where(mask, partner, images),
-                          lam * images + (1 - lam) * partner)
+    blended = torch.where(
+        use_cutmix > 0, torch.where(mask, partner, images), lam * images + (1 - lam) * partner
+    )
     one_hot = F.one_hot(labels, num_classes).float()
     return blended, lam * one_hot + (1 - lam) * one_hot.flip(0)
 
@@ -191,10 +206,18 @@ class Regularisers:
 class BatchTransform:
     """uint8 NHWC batch -> normalised float NCHW on the device, augmented for training."""
 
-    def __init__(self, *, image_size: int, augmentation: Augmentation, mean: tuple[float, ...],
-                 std: tuple[float, ...], device: torch.device, channels_last: bool,
-                 train_size: int | None = None,
-                 regularisers: Regularisers = Regularisers()) -> None:
+    def __init__(
+        self,
+        *,
+        image_size: int,
+        augmentation: Augmentation,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device,
+        channels_last: bool,
+        train_size: int | None = None,
+        regularisers: Regularisers = Regularisers(),
+    ) -> None:
         self.image_size = image_size
         self.train_size = train_size or image_size  # training crops may be smaller (FixRes)
         self.policy = POLICIES.get(augmentation)  # None: centre crop only
@@ -210,16 +233,22 @@ class BatchTransform:
         """Whether the reader must deliver the whole cached square (else only the centre)."""
         return self.policy is not None
 
-    def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None
-                 ) -> torch.Tensor:
+    def __call__(
+        self, batch: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Augment when a generator is given (training), else centre-crop (evaluation)."""
         if generator is None:
             return self._finish(self._to_float(batch))
         params = to_device_at_once(self.draw(batch.shape[0], generator), self.device)
         return self._train_images(batch, params)
 
-    def train_batch(self, batch: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_batch(
+        self,
+        batch: torch.Tensor,
+        labels: torch.Tensor,
+        num_classes: int,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented inputs and their targets: class indexes, or class probabilities when
         mixup/cutmix is on."""
         params = to_device_at_once(self.draw(batch.shape[0], generator), self.device)
@@ -241,8 +270,9 @@ class BatchTransform:
         if self.regularisers.random_erasing > 0:
             params["erase"] = erasing_boxes(n, self.regularisers.random_erasing, generator)
         if self.regularisers.mixing:
-            params["mixing"] = mixing_draw(self.regularisers.mixup_alpha,
-                                           self.regularisers.cutmix_alpha, generator)
+            params["mixing"] = mixing_draw(
+                self.regularisers.mixup_alpha, self.regularisers.cutmix_alpha, generator
+            )
         return params
 
     @property
@@ -252,8 +282,7 @@ class BatchTransform:
     def _to_float(self, batch: torch.Tensor) -> torch.Tensor:
         return batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
 
-    def _train_images(self, batch: torch.Tensor, params: dict[str, torch.Tensor]
-                      ) -> torch.Tensor:
+    def _train_images(self, batch: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         images = self._to_float(batch)
         if "theta" in params:
             images = augment(images, self.train_size, params["theta"], params.get("jitter"))

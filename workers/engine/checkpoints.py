@@ -26,8 +26,9 @@ FORMAT = "foodlab.checkpoint"
 VERSION = 1
 
 # Hyperparameters a resumed run may change: they do not alter what the epochs done so far mean.
-RESUMABLE_CHANGES = frozenset({"epochs", "early_stopping_patience", "num_workers", "compile",
-                               "device", "eval_batch_size"})
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "early_stopping_patience", "num_workers", "compile", "device", "eval_batch_size"}
+)
 
 
 class _HashingWriter:
@@ -45,8 +46,9 @@ class _HashingWriter:
         self.handle.flush()
 
 
-def save_checkpoint(path: Path, state: dict[str, Any], kind: CheckpointKind,
-                    epoch: int) -> CheckpointEvent:
+def save_checkpoint(
+    path: Path, state: dict[str, Any], kind: CheckpointKind, epoch: int
+) -> CheckpointEvent:
     with atomic_write(path) as handle:
         writer = _HashingWriter(handle)
         torch.save(state, cast(BinaryIO, writer))  # torch.save only calls write()
@@ -103,30 +105,41 @@ def history_of(state: dict[str, Any]) -> list[EpochMetrics]:
     return [EpochMetrics.model_validate(m) for m in state["metrics"]]
 
 
-def check_resumable(state: dict[str, Any], spec: TrainSpec, data_identity: dict[str, Any],
-                    path: Path) -> None:
+def check_resumable(
+    state: dict[str, Any], spec: TrainSpec, data_identity: dict[str, Any], path: Path
+) -> None:
     """Refuse to continue a run whose architecture, data or training recipe differ."""
     stored = TrainSpec.model_validate(state["spec"])
     if stored.architecture != spec.architecture:
-        raise SpecError("architecture", f"{path} was trained as {stored.architecture.name} "
-                        f"{stored.architecture.options}; use another output folder")
+        raise SpecError(
+            "architecture",
+            f"{path} was trained as {stored.architecture.name} "
+            f"{stored.architecture.options}; use another output folder",
+        )
     for field, old in stored.hyperparameters.model_dump().items():
         new = getattr(spec.hyperparameters, field)
         if field not in RESUMABLE_CHANGES and new != old:
-            raise SpecError(f"hyperparameters.{field}", f"{path} was trained with "
-                            f"{field}={old!r}, not {new!r}; use the same value or another folder")
+            raise SpecError(
+                f"hyperparameters.{field}",
+                f"{path} was trained with "
+                f"{field}={old!r}, not {new!r}; use the same value or another folder",
+            )
     for key, old in state["data"].items():
         if data_identity.get(key) != old:
-            raise SpecError("data", f"{path} was trained on other data ({key} differs); "
-                            "use another output folder")
+            raise SpecError(
+                "data",
+                f"{path} was trained on other data ({key} differs); use another output folder",
+            )
     done = len(state["metrics"])
     if spec.hyperparameters.epochs < done:
-        raise SpecError("hyperparameters.epochs", f"{path} already has {done} epochs; "
-                        f"ask for at least {done}")
+        raise SpecError(
+            "hyperparameters.epochs", f"{path} already has {done} epochs; ask for at least {done}"
+        )
 
 
-def save_epoch(out_dir: Path, state: dict[str, Any], metrics: EpochMetrics,
-               events: CallbackList) -> None:
+def save_epoch(
+    out_dir: Path, state: dict[str, Any], metrics: EpochMetrics, events: CallbackList
+) -> None:
     """An epoch's files and rows, in the order `recover_checkpoints` can always complete.
 
     last.pt, its row, then (for a new best epoch) best.pt and its row, then the epoch's
@@ -150,8 +163,7 @@ def save_epoch(out_dir: Path, state: dict[str, Any], metrics: EpochMetrics,
     pause_point("epoch_recorded", epoch)
 
 
-def recover_checkpoints(out_dir: Path, best_epoch: int, done: int,
-                        events: CallbackList) -> None:
+def recover_checkpoints(out_dir: Path, best_epoch: int, done: int, events: CallbackList) -> None:
     """On resume: make best.pt the checkpoint of `best_epoch` (the best in last.pt's history
     of `done` epochs) and re-report both files, so their rows match what is on disk.
 
@@ -161,8 +173,11 @@ def recover_checkpoints(out_dir: Path, best_epoch: int, done: int,
     last = file_event(out_dir / LAST, "last", done)
     if checkpoint_epoch(out_dir / BEST) != best_epoch:
         if best_epoch != done:
-            raise SpecError("out_dir", f"{out_dir / BEST} does not hold epoch {best_epoch}, the "
-                            "best one, and last.pt has moved past it; use another output folder")
+            raise SpecError(
+                "out_dir",
+                f"{out_dir / BEST} does not hold epoch {best_epoch}, the "
+                "best one, and last.pt has moved past it; use another output folder",
+            )
         events.before_write()
         copy_checkpoint(last, out_dir / BEST, "best")
     events.on_checkpoint(last)

@@ -63,10 +63,12 @@ class PreparedData:
 def prepare_data(data: Path, hp: Hyperparameters, cache_dir: Path) -> PreparedData:
     """Scan `data` (a folder or .zip), load its split and its image cache (building both once)."""
     scan = scan_dataset(resolve_dataset(data, cache_dir))
-    split = load_or_create_split(scan, hp.val_fraction, hp.split_seed, cache_dir,
-                                 test_fraction=hp.test_fraction)
-    cache = open_image_cache(scan, default_resize_size(hp.image_size),
-                             cached_square_size(hp.image_size), cache_dir)
+    split = load_or_create_split(
+        scan, hp.val_fraction, hp.split_seed, cache_dir, test_fraction=hp.test_fraction
+    )
+    cache = open_image_cache(
+        scan, default_resize_size(hp.image_size), cached_square_size(hp.image_size), cache_dir
+    )
     labels = np.asarray(scan.labels, dtype=np.int64)
 
     def subset(indexes: tuple[int, ...]) -> Subset:
@@ -75,14 +77,25 @@ def prepare_data(data: Path, hp: Hyperparameters, cache_dir: Path) -> PreparedDa
 
     train, val, test = subset(split.train), subset(split.val), subset(split.test)
     if len(val) == 0:
-        raise DatasetError("too few decodable images for a validation split (a class needs "
-                           "at least 2)", scan.root)
+        raise DatasetError(
+            "too few decodable images for a validation split (a class needs at least 2)", scan.root
+        )
     for label, name in enumerate(scan.class_names):
         if not np.any(train.labels == label):
             raise DatasetError(f"class {name!r} has no decodable training image", scan.root / name)
-    return PreparedData(list(scan.class_names), cache.images, cache.folder / "images.npy",
-                        train, val, test, cache.skipped, scan.fingerprint, split.split_id,
-                        hp.image_size, default_resize_size(hp.image_size))
+    return PreparedData(
+        list(scan.class_names),
+        cache.images,
+        cache.folder / "images.npy",
+        train,
+        val,
+        test,
+        cache.skipped,
+        scan.fingerprint,
+        split.split_id,
+        hp.image_size,
+        default_resize_size(hp.image_size),
+    )
 
 
 class _BatchReader(Dataset):
@@ -91,8 +104,9 @@ class _BatchReader(Dataset):
     It holds the cache's path rather than the array, so worker processes open their own map.
     """
 
-    def __init__(self, cache_file: Path, subset: Subset, plan: list[np.ndarray],
-                 crop: int | None) -> None:
+    def __init__(
+        self, cache_file: Path, subset: Subset, plan: list[np.ndarray], crop: int | None
+    ) -> None:
         self.cache_file, self.subset, self.plan, self.crop = cache_file, subset, plan, crop
         self._images: np.ndarray | None = None
 
@@ -108,9 +122,10 @@ class _BatchReader(Dataset):
             pixels = self._images[rows]
         else:  # validation and un-augmented training never need the border
             top = center_offset(self._images.shape[1], self.crop)
-            pixels = self._images[rows, top:top + self.crop, top:top + self.crop]
+            pixels = self._images[rows, top : top + self.crop, top : top + self.crop]
         return torch.from_numpy(np.ascontiguousarray(pixels)), torch.from_numpy(
-            self.subset.labels[positions])
+            self.subset.labels[positions]
+        )
 
 
 def batch_plan(size: int, batch_size: int, generator: torch.Generator | None) -> list[np.ndarray]:
@@ -120,22 +135,35 @@ def batch_plan(size: int, batch_size: int, generator: torch.Generator | None) ->
     handful of images are noisy enough to blow up the gradients. The images it would have
     held are in other batches next epoch. A dataset smaller than one batch is one batch.
     """
-    order = (torch.randperm(size, generator=generator) if generator is not None
-             else torch.arange(size)).numpy()
-    batches = [order[i:i + batch_size] for i in range(0, size, batch_size)]
+    order = (
+        torch.randperm(size, generator=generator) if generator is not None else torch.arange(size)
+    ).numpy()
+    batches = [order[i : i + batch_size] for i in range(0, size, batch_size)]
     if generator is not None and len(batches) > 1 and len(batches[-1]) < batch_size:
         batches.pop()
     return batches
 
 
-def iterate_batches(data: PreparedData, subset: Subset, plan: list[np.ndarray], *,
-                    crop: int | None, num_workers: int, pin_memory: bool
-                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def iterate_batches(
+    data: PreparedData,
+    subset: Subset,
+    plan: list[np.ndarray],
+    *,
+    crop: int | None,
+    num_workers: int,
+    pin_memory: bool,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (uint8 NHWC images, int64 labels) per planned batch, read ahead by worker processes.
 
     The plan is fixed before reading, so the batches are the same for any number of workers.
     """
     reader = _BatchReader(data.cache_file, subset, plan, crop)
-    loader = DataLoader(reader, batch_size=None, shuffle=False, num_workers=num_workers,
-                        pin_memory=pin_memory, prefetch_factor=4 if num_workers else None)
+    loader = DataLoader(
+        reader,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if num_workers else None,
+    )
     yield from loader

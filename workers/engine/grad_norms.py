@@ -35,8 +35,11 @@ class StageGradNorms:
         norms = []
         for stage in STAGES:
             grads = [p.grad for p in self.groups[stage] if p.grad is not None]
-            norms.append(nn.utils.get_total_norm(grads).float() if grads
-                         else torch.zeros((), device=self.device))
+            norms.append(
+                nn.utils.get_total_norm(grads).float()
+                if grads
+                else torch.zeros((), device=self.device)
+            )
         step_norms = torch.stack(norms)
         finite = step_norms.isfinite().all()
         self.totals += torch.where(finite, step_norms, 0.0)

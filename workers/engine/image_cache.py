@@ -106,8 +106,12 @@ def _build(scan: DatasetScan, resize: int, side: int, folder: Path) -> None:
     limits = ImageLimits.of(settings)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".build-"))
     try:
-        images = np.lib.format.open_memmap(staging / "images.npy", mode="w+", dtype=np.uint8,
-                                           shape=(len(scan.files), side, side, 3))
+        images = np.lib.format.open_memmap(
+            staging / "images.npy",
+            mode="w+",
+            dtype=np.uint8,
+            shape=(len(scan.files), side, side, 3),
+        )
         decoded = np.zeros(len(scan.files), dtype=bool)
         skipped = []
         paths = [scan.root / relative for relative in scan.files]
@@ -121,9 +125,14 @@ def _build(scan: DatasetScan, resize: int, side: int, folder: Path) -> None:
         images.flush()
         del images
         np.save(staging / "decoded.npy", decoded)
-        meta = {"version": CACHE_VERSION, "fingerprint": scan.fingerprint,
-                "resize": resize, "side": side,
-                "files": list(scan.files), "skipped": skipped}
+        meta = {
+            "version": CACHE_VERSION,
+            "fingerprint": scan.fingerprint,
+            "resize": resize,
+            "side": side,
+            "files": list(scan.files),
+            "skipped": skipped,
+        }
         (staging / "meta.json").write_text(json.dumps(meta))
         staging.chmod(0o755)  # mkdtemp makes it private; jobs of other users share it
         if folder.exists():  # a leftover without meta.json: never completed

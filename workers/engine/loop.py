@@ -25,8 +25,11 @@ class TrainingDiverged(SpecError):
     fix is a lower learning rate, which the field says)."""
 
     def __init__(self, epoch: int, batch: int, loss: float) -> None:
-        super().__init__("hyperparameters.lr", f"training diverged at epoch {epoch}, batch "
-                         f"{batch} (loss {loss}): lower the learning rate")
+        super().__init__(
+            "hyperparameters.lr",
+            f"training diverged at epoch {epoch}, batch "
+            f"{batch} (loss {loss}): lower the learning rate",
+        )
         self.epoch, self.batch, self.loss = epoch, batch, loss
 
 
@@ -83,8 +86,14 @@ class _EpochTally:
         finite = loss.isfinite()
         first_bad = finite.logical_not() & (self.values[2] == 0)
         # [loss sum, correct, first non-finite batch, its loss]
-        self.values += torch.stack([torch.where(finite, loss * size, 0.0), correct.double(),
-                                    first_bad * float(index), torch.where(first_bad, loss, 0.0)])
+        self.values += torch.stack(
+            [
+                torch.where(finite, loss * size, 0.0),
+                correct.double(),
+                first_bad * float(index),
+                torch.where(first_bad, loss, 0.0),
+            ]
+        )
         self.seen += size
 
     def read(self) -> tuple[float, float, int, float, int]:
@@ -92,15 +101,20 @@ class _EpochTally:
         gradients): one device sync."""
         nonfinite = self.grad_norms.nonfinite.double().view(1)
         loss_sum, correct, bad_batch, bad_loss, skipped = torch.cat(
-            [self.values, nonfinite]).tolist()
+            [self.values, nonfinite]
+        ).tolist()
         return loss_sum, correct, int(bad_batch), bad_loss, int(skipped)
 
 
-def train_one_epoch(step: TrainStep, batches: Batches,
-                    prepare: Callable[[torch.Tensor, torch.Tensor],
-                                      tuple[torch.Tensor, torch.Tensor]],
-                    *, epoch: int, total_batches: int,
-                    callbacks: TrainingCallback) -> TrainStats | None:
+def train_one_epoch(
+    step: TrainStep,
+    batches: Batches,
+    prepare: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    *,
+    epoch: int,
+    total_batches: int,
+    callbacks: TrainingCallback,
+) -> TrainStats | None:
     """Train over `batches`; None if a callback asked to stop (the partial epoch is dropped).
 
     `prepare(images, labels)` gives the inputs and the targets (class indexes or, under
@@ -125,8 +139,9 @@ def train_one_epoch(step: TrainStep, batches: Batches,
         step.scaler.unscale_(step.optimizer)  # true gradients for the norms and for clipping
         stage_norms = grad_norms.add()
         if step.grad_clip is not None:  # the global norm from the stage norms: no second pass
-            nn.utils.clip_grads_with_norm_(step.base_model.parameters(), step.grad_clip,
-                                           stage_norms.square().sum().sqrt())
+            nn.utils.clip_grads_with_norm_(
+                step.base_model.parameters(), step.grad_clip, stage_norms.square().sum().sqrt()
+            )
         # A fused optimizer skips an overflowed step on the device (no sync); the schedule is
         # taken back for it at the next report.
         step.scaler.step(step.optimizer)
@@ -138,8 +153,11 @@ def train_one_epoch(step: TrainStep, batches: Batches,
         if index % runtime.sync_every == 0 or index == total_batches:  # the one sync
             loss_sum = _report(step, tally, epoch)
             elapsed = time.perf_counter() - start
-            callbacks.on_batch_end(BatchProgress(epoch, index, total_batches,
-                                                 loss_sum / tally.seen, tally.seen / elapsed))
+            callbacks.on_batch_end(
+                BatchProgress(
+                    epoch, index, total_batches, loss_sum / tally.seen, tally.seen / elapsed
+                )
+            )
     seconds = time.perf_counter() - start
     loss_sum, correct, *_ = tally.read()
     return TrainStats(
@@ -169,8 +187,14 @@ def _report(step: TrainStep, tally: _EpochTally, epoch: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, prepare: Callable[[torch.Tensor], torch.Tensor],
-             *, num_classes: int, runtime: Runtime) -> EvalStats:
+def evaluate(
+    model: nn.Module,
+    batches: Batches,
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    num_classes: int,
+    runtime: Runtime,
+) -> EvalStats:
     """Mean cross-entropy (no label smoothing, so runs with different smoothing compare),
     accuracy and confusion matrix. Counts stay on the device until the end: the confusion
     matrix grows by index_add_, which (unlike bincount) never waits for the device."""
@@ -200,5 +224,9 @@ def best_details(class_names: list[str], confusion: list[list[int]]) -> BestEpoc
         per_class[name] = true_positive / actual if actual else 0.0
         denominator = actual + predicted
         f1s.append(2 * true_positive / denominator if denominator else 0.0)
-    return BestEpochDetails(class_names=class_names, per_class_accuracy=per_class,
-                            confusion_matrix=confusion, macro_f1=sum(f1s) / len(f1s))
+    return BestEpochDetails(
+        class_names=class_names,
+        per_class_accuracy=per_class,
+        confusion_matrix=confusion,
+        macro_f1=sum(f1s) / len(f1s),
+    )

@@ -23,19 +23,23 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on weights only: decaying BN scales and biases just fights the normalisation."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
-def build_optimizer(model: nn.Module, hp: Hyperparameters, *,
-                    fused: bool = False) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, hp: Hyperparameters, *, fused: bool = False
+) -> torch.optim.Optimizer:
     """`fused`: one kernel per step, which under float16 loss scaling also skips an overflowed
     step on the device (the unfused path asks the host, a sync per step)."""
     groups = parameter_groups(model, hp.weight_decay)
     kernel = True if fused else None  # None: torch's own default
     if hp.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
-                               fused=kernel)
+        return torch.optim.SGD(
+            groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, fused=kernel
+        )
     if hp.optimizer == "adam":
         return torch.optim.Adam(groups, lr=hp.lr, fused=kernel)
     return torch.optim.AdamW(groups, lr=hp.lr, fused=kernel)
@@ -72,8 +76,9 @@ def _cosine(progress: float, start: float, end: float) -> float:
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, hp: Hyperparameters,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, hp: Hyperparameters, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     # A closure, not a callable object: LambdaLR then keeps it out of its state_dict.
     def factor(step: int) -> float:
         return lr_factor(step, hp, steps_per_epoch)

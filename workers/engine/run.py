@@ -61,8 +61,14 @@ from .runtime import Runtime, select_runtime
 TEST = "test.json"
 
 
-def train(spec: TrainSpec, data: Path, out_dir: Path, *,
-          callbacks: Iterable[TrainingCallback] = (), cache_dir: Path | None = None) -> RunResult:
+def train(
+    spec: TrainSpec,
+    data: Path,
+    out_dir: Path,
+    *,
+    callbacks: Iterable[TrainingCallback] = (),
+    cache_dir: Path | None = None,
+) -> RunResult:
     """Train `spec` on the dataset at `data` (folder or .zip), checkpointing into `out_dir`.
 
     Resumes from out_dir/last.pt when present. Raises SpecError or DatasetError for input the
@@ -82,8 +88,9 @@ def train(spec: TrainSpec, data: Path, out_dir: Path, *,
     if resume is not None:
         check_resumable(resume, spec, identity, out_dir / LAST)
     torch.manual_seed(hp.seed)
-    model = _build(spec, len(prepared.class_names),
-                   weights=resume["model"] if resume is not None else None)
+    model = _build(
+        spec, len(prepared.class_names), weights=resume["model"] if resume is not None else None
+    )
     num_parameters = count_parameters(model)
     gflops = count_flops(model, hp.image_size) / 1e9
     step = _training_objects(model, spec, runtime, len(prepared.train))
@@ -91,12 +98,22 @@ def train(spec: TrainSpec, data: Path, out_dir: Path, *,
     if resume is not None:
         history = _restore(step, resume)
 
-    events.on_run_start(RunInfo(
-        class_names=prepared.class_names, train_size=len(prepared.train),
-        val_size=len(prepared.val), skipped=prepared.skipped, total_epochs=hp.epochs,
-        start_epoch=len(history) + 1, device=runtime.describe(), precision=runtime.precision,
-        num_parameters=num_parameters, gflops=gflops, history=list(history),
-        test_size=len(prepared.test)))
+    events.on_run_start(
+        RunInfo(
+            class_names=prepared.class_names,
+            train_size=len(prepared.train),
+            val_size=len(prepared.val),
+            skipped=prepared.skipped,
+            total_epochs=hp.epochs,
+            start_epoch=len(history) + 1,
+            device=runtime.describe(),
+            precision=runtime.precision,
+            num_parameters=num_parameters,
+            gflops=gflops,
+            history=list(history),
+            test_size=len(prepared.test),
+        )
+    )
     resumed_best = best_epoch(history)
     if resumed_best is not None:  # a resumed run
         recover_checkpoints(out_dir, resumed_best.epoch, len(history), events)
@@ -105,34 +122,55 @@ def train(spec: TrainSpec, data: Path, out_dir: Path, *,
     bundle = out_dir / BUNDLE
     best = _best_epoch(history)
     if best is not None:
-        _ensure_bundle(spec, prepared, history[best - 1], out_dir, num_parameters, gflops,
-                       events)
+        _ensure_bundle(spec, prepared, history[best - 1], out_dir, num_parameters, gflops, events)
     test = None
     if best is not None and status != "cancelled" and len(prepared.test):
         test = score_test(spec, prepared, best, out_dir, runtime)
     result = RunResult(
-        status=status, epochs=history, best_epoch=best, class_names=prepared.class_names,
-        skipped=prepared.skipped, num_parameters=num_parameters, gflops=gflops,
-        last_checkpoint=_existing(out_dir / LAST), best_checkpoint=_existing(out_dir / BEST),
-        bundle=_existing(bundle), test=test)
+        status=status,
+        epochs=history,
+        best_epoch=best,
+        class_names=prepared.class_names,
+        skipped=prepared.skipped,
+        num_parameters=num_parameters,
+        gflops=gflops,
+        last_checkpoint=_existing(out_dir / LAST),
+        best_checkpoint=_existing(out_dir / BEST),
+        bundle=_existing(bundle),
+        test=test,
+    )
     events.on_run_end(result)
     return result
 
 
-def _run_epochs(step: TrainStep, spec: TrainSpec, prepared: PreparedData,
-                history: list[EpochMetrics], out_dir: Path,
-                events: CallbackList) -> tuple[RunStatus, bool]:
+def _run_epochs(
+    step: TrainStep,
+    spec: TrainSpec,
+    prepared: PreparedData,
+    history: list[EpochMetrics],
+    out_dir: Path,
+    events: CallbackList,
+) -> tuple[RunStatus, bool]:
     """Train the remaining epochs, appending to `history`; (status, whether any epoch ran)."""
     hp = spec.hyperparameters
     runtime = step.runtime
     transform = BatchTransform(
-        image_size=hp.image_size, augmentation=hp.augmentation, mean=IMAGENET_MEAN,
-        std=IMAGENET_STD, device=runtime.device, channels_last=runtime.channels_last,
+        image_size=hp.image_size,
+        augmentation=hp.augmentation,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        device=runtime.device,
+        channels_last=runtime.channels_last,
         train_size=hp.train_image_size,
-        regularisers=Regularisers(hp.random_erasing, hp.mixup_alpha, hp.cutmix_alpha))
+        regularisers=Regularisers(hp.random_erasing, hp.mixup_alpha, hp.cutmix_alpha),
+    )
     num_classes = len(prepared.class_names)
-    read = partial(iterate_batches, prepared, num_workers=hp.num_workers,
-                   pin_memory=runtime.device.type == "cuda")
+    read = partial(
+        iterate_batches,
+        prepared,
+        num_workers=hp.num_workers,
+        pin_memory=runtime.device.type == "cuda",
+    )
     train_crop = None if transform.needs_full_image else hp.image_size
     val_plan = batch_plan(len(prepared.val), hp.eval_batch_size, None)
     trained = False
@@ -144,12 +182,23 @@ def _run_epochs(step: TrainStep, spec: TrainSpec, prepared: PreparedData,
         plan = batch_plan(len(prepared.train), hp.batch_size, generator)
         clock = EpochClock()
         prepare = partial(transform.train_batch, num_classes=num_classes, generator=generator)
-        stats = train_one_epoch(step, read(prepared.train, plan, crop=train_crop), prepare,
-                                epoch=epoch, total_batches=len(plan), callbacks=events)
+        stats = train_one_epoch(
+            step,
+            read(prepared.train, plan, crop=train_crop),
+            prepare,
+            epoch=epoch,
+            total_batches=len(plan),
+            callbacks=events,
+        )
         if stats is None:
             return "cancelled", trained
-        scores = evaluate(step.eval_model, read(prepared.val, val_plan, crop=hp.image_size),
-                          transform, num_classes=num_classes, runtime=runtime)
+        scores = evaluate(
+            step.eval_model,
+            read(prepared.val, val_plan, crop=hp.image_size),
+            transform,
+            num_classes=num_classes,
+            runtime=runtime,
+        )
         metrics = _epoch_metrics(epoch, stats, scores, history, prepared.class_names, clock)
         history.append(metrics)
         trained = True
@@ -170,22 +219,37 @@ class EpochClock:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def _epoch_metrics(epoch: int, stats: TrainStats, scores: EvalStats,
-                   history: list[EpochMetrics], class_names: list[str],
-                   clock: EpochClock) -> EpochMetrics:
+def _epoch_metrics(
+    epoch: int,
+    stats: TrainStats,
+    scores: EvalStats,
+    history: list[EpochMetrics],
+    class_names: list[str],
+    clock: EpochClock,
+) -> EpochMetrics:
     seconds, cpu_seconds = clock.elapsed()
     best = _best_epoch(history)
     previous = history[best - 1] if best is not None else None
     is_best = previous is None or epoch_score(scores.accuracy, scores.loss) > epoch_score(
-        previous.val_accuracy, previous.val_loss)
+        previous.val_accuracy, previous.val_loss
+    )
     return EpochMetrics(
-        epoch=epoch, train_loss=stats.loss, train_accuracy=stats.accuracy,
-        val_loss=scores.loss, val_accuracy=scores.accuracy, lr=stats.lr, epoch_seconds=seconds,
-        epoch_cpu_seconds=cpu_seconds, load_average=os.getloadavg()[0],
+        epoch=epoch,
+        train_loss=stats.loss,
+        train_accuracy=stats.accuracy,
+        val_loss=scores.loss,
+        val_accuracy=scores.accuracy,
+        lr=stats.lr,
+        epoch_seconds=seconds,
+        epoch_cpu_seconds=cpu_seconds,
+        load_average=os.getloadavg()[0],
         train_images_per_second=stats.images / max(stats.seconds, 1e-9),
-        generalization_gap=stats.accuracy - scores.accuracy, grad_norms=stats.grad_norms,
-        skipped_steps=stats.skipped_steps, is_best=is_best,
-        best_details=best_details(class_names, scores.confusion) if is_best else None)
+        generalization_gap=stats.accuracy - scores.accuracy,
+        grad_norms=stats.grad_norms,
+        skipped_steps=stats.skipped_steps,
+        is_best=is_best,
+        best_details=best_details(class_names, scores.confusion) if is_best else None,
+    )
 
 
 def derived_seed(seed: int, epoch: int, purpose: str) -> int:
@@ -209,8 +273,9 @@ def _spec_error(exc: ModelConfigError, spec: TrainSpec) -> SpecError:
     )
 
 
-def _build(spec: TrainSpec, num_classes: int, *,
-           weights: dict[str, torch.Tensor] | None = None) -> nn.Module:
+def _build(
+    spec: TrainSpec, num_classes: int, *, weights: dict[str, torch.Tensor] | None = None
+) -> nn.Module:
     """The network: freshly initialised (from pretrained_weights if set), or holding `weights`.
 
     With `weights` it is built on the meta device and the tensors are adopted as they are:
@@ -231,8 +296,9 @@ def _build(spec: TrainSpec, num_classes: int, *,
     return model
 
 
-def _training_objects(model: nn.Module, spec: TrainSpec, runtime: Runtime,
-                      train_size: int) -> TrainStep:
+def _training_objects(
+    model: nn.Module, spec: TrainSpec, runtime: Runtime, train_size: int
+) -> TrainStep:
     hp = spec.hyperparameters
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     model = model.to(runtime.device).to(memory_format=memory_format)
@@ -255,8 +321,9 @@ def _training_objects(model: nn.Module, spec: TrainSpec, runtime: Runtime,
     )
 
 
-def _checkpoint_state(step: TrainStep, spec: TrainSpec, prepared: PreparedData,
-                      history: list[EpochMetrics]) -> dict[str, Any]:
+def _checkpoint_state(
+    step: TrainStep, spec: TrainSpec, prepared: PreparedData, history: list[EpochMetrics]
+) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -308,8 +375,15 @@ def _patience_exhausted(history: list[EpochMetrics], patience: int | None) -> bo
     return patience is not None and best is not None and len(history) - best >= patience
 
 
-def _ensure_bundle(spec: TrainSpec, prepared: PreparedData, best: EpochMetrics, out_dir: Path,
-                   num_parameters: int, gflops: float, events: CallbackList) -> None:
+def _ensure_bundle(
+    spec: TrainSpec,
+    prepared: PreparedData,
+    best: EpochMetrics,
+    out_dir: Path,
+    num_parameters: int,
+    gflops: float,
+    events: CallbackList,
+) -> None:
     """bundle.pt exported from best.pt, unless it already is (it names best.pt's SHA-256),
     then its row: the served model is always the best checkpoint's."""
     source = file_event(out_dir / BEST, "best", best.epoch).sha256
@@ -321,27 +395,47 @@ def _ensure_bundle(spec: TrainSpec, prepared: PreparedData, best: EpochMetrics, 
     pause_point("bundle_recorded", best.epoch)
 
 
-def _export_bundle(spec: TrainSpec, prepared: PreparedData, best: EpochMetrics, out_dir: Path,
-                   num_parameters: int, gflops: float, source_sha256: str) -> None:
+def _export_bundle(
+    spec: TrainSpec,
+    prepared: PreparedData,
+    best: EpochMetrics,
+    out_dir: Path,
+    num_parameters: int,
+    gflops: float,
+    source_sha256: str,
+) -> None:
     """The best weights as an inference bundle (read back from best.pt: the model in memory
     is the last epoch's), their moving average where there is one: that is what was
     evaluated."""
     model = _build(spec, len(prepared.class_names), weights=best_weights(out_dir / BEST))
     save_bundle(
-        out_dir / BUNDLE, model,
+        out_dir / BUNDLE,
+        model,
         architecture=spec.architecture.model_dump(mode="json"),
         class_names=prepared.class_names,
-        preprocessing={"image_size": prepared.image_size, "resize_size": prepared.resize_size,
-                       "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-        metadata={"best_epoch": best.epoch, "val_accuracy": best.val_accuracy,
-                  "val_loss": best.val_loss, "num_parameters": num_parameters,
-                  "gflops": gflops, "dataset_fingerprint": prepared.fingerprint,
-                  "split_id": prepared.split_id, "checkpoint_sha256": source_sha256,
-                  "hyperparameters": spec.hyperparameters.model_dump(mode="json")})
+        preprocessing={
+            "image_size": prepared.image_size,
+            "resize_size": prepared.resize_size,
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+        },
+        metadata={
+            "best_epoch": best.epoch,
+            "val_accuracy": best.val_accuracy,
+            "val_loss": best.val_loss,
+            "num_parameters": num_parameters,
+            "gflops": gflops,
+            "dataset_fingerprint": prepared.fingerprint,
+            "split_id": prepared.split_id,
+            "checkpoint_sha256": source_sha256,
+            "hyperparameters": spec.hyperparameters.model_dump(mode="json"),
+        },
+    )
 
 
-def score_test(spec: TrainSpec, prepared: PreparedData, best_epoch: int, out_dir: Path,
-               runtime: Runtime) -> TestMetrics:
+def score_test(
+    spec: TrainSpec, prepared: PreparedData, best_epoch: int, out_dir: Path, runtime: Runtime
+) -> TestMetrics:
     """The best checkpoint on the held-out test images, once: the only reader of
     `prepared.test`, called after the last epoch, so nothing that trains, stops early or picks
     the checkpoint can see those images. Kept in test.json; a resumed finished run reuses it."""
@@ -354,17 +448,33 @@ def score_test(spec: TrainSpec, prepared: PreparedData, best_epoch: int, out_dir
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     model = model.to(runtime.device).to(memory_format=memory_format)
     hp = spec.hyperparameters
-    transform = BatchTransform(image_size=hp.image_size, augmentation="none", mean=IMAGENET_MEAN,
-                               std=IMAGENET_STD, device=runtime.device,
-                               channels_last=runtime.channels_last)
-    batches = iterate_batches(prepared, prepared.test,
-                              batch_plan(len(prepared.test), hp.eval_batch_size, None),
-                              crop=hp.image_size, num_workers=0, pin_memory=False)
-    scores = evaluate(model, batches, transform, num_classes=len(prepared.class_names),
-                      runtime=runtime)
+    transform = BatchTransform(
+        image_size=hp.image_size,
+        augmentation="none",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        device=runtime.device,
+        channels_last=runtime.channels_last,
+    )
+    batches = iterate_batches(
+        prepared,
+        prepared.test,
+        batch_plan(len(prepared.test), hp.eval_batch_size, None),
+        crop=hp.image_size,
+        num_workers=0,
+        pin_memory=False,
+    )
+    scores = evaluate(
+        model, batches, transform, num_classes=len(prepared.class_names), runtime=runtime
+    )
     details = best_details(prepared.class_names, scores.confusion)
-    test = TestMetrics(**details.model_dump(), loss=scores.loss, accuracy=scores.accuracy,
-                       num_images=len(prepared.test), epoch=best_epoch)
+    test = TestMetrics(
+        **details.model_dump(),
+        loss=scores.loss,
+        accuracy=scores.accuracy,
+        num_images=len(prepared.test),
+        epoch=best_epoch,
+    )
     with atomic_write(saved) as handle:
         handle.write(test.model_dump_json().encode())
     return test

@@ -82,8 +82,7 @@ def select_runtime(requested: Device, precision: Precision = "auto") -> Runtime:
         torch.backends.cudnn.allow_tf32 = True
         device = torch.device("cuda", torch.cuda.current_device())
         # Sync with the GPU rarely: each .item() stalls the queue of kernels.
-        return Runtime(device, compute_dtype(precision, device), channels_last=True,
-                       sync_every=25)
+        return Runtime(device, compute_dtype(precision, device), channels_last=True, sync_every=25)
     # torch may count all host cores in a container limited to fewer; more threads than
     # cores only adds contention. Never raise a limit a caller has set (tests use 1).
     torch.set_num_threads(max(1, min(torch.get_num_threads(), available_cpus())))
