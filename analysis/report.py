@@ -174,12 +174,13 @@ def _tuning_section(rows: Sequence[TuningRow]) -> str:
             "## " + _("Tuned against untuned"),
             "",
             _(
-                "Each network had a search with the same space, the same number of trials and the "
-                "same budget (epochs, split, held-out test part), chosen on validation accuracy; then "
-                "its best configuration and its untuned preset were trained with the same seeds. Test "
-                "accuracy (mean ± std over seeds) is on images that neither the searches nor the "
-                "training saw. A gap between networks that survives tuning is the architecture's; one "
-                "that tuning closes was the recipe's. The rest of this report compares the tuned runs."
+                "Each network had a search with the same space, the same number of trials and "
+                "the same budget (epochs, split, held-out test part), chosen on validation "
+                "accuracy; then its best configuration and its untuned preset were trained with "
+                "the same seeds. Test accuracy (mean ± std over seeds) is on images that neither "
+                "the searches nor the training saw. A gap between networks that survives tuning "
+                "is the architecture's; one that tuning closes was the recipe's. The rest of "
+                "this report compares the tuned runs."
             ),
             "",
             markdown_table(header, table),
