@@ -16,7 +16,7 @@ from core.settings import Settings
 from core.specs import EpochMetrics, JobRunInfo
 from core.tables import Dataset, EpochMetric, Job, JobStatus
 from demo.dishes import write_dataset
-from tests.service.conftest import make_settings
+from tests.support import make_settings
 
 
 @pytest.fixture
