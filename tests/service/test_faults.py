@@ -91,7 +91,7 @@ def assert_files_match_rows(client: TestClient, settings: Settings, job_id: int)
     rows = {row["kind"]: row for row in client.get(f"/jobs/{job_id}/checkpoints").json()}
     assert set(rows) == {"last", "best", "bundle"}
     for row in rows.values():
-        path = Path(row["path"])
+        path = settings.home / row["path"]  # the API names files relative to FOODLAB_HOME
         assert sha256_of(path) == row["sha256"] and path.stat().st_size == row["size_bytes"]
     folder = job_dir(settings.checkpoints_dir, job_id)
     last = torch.load(folder / "last.pt", weights_only=True)
