@@ -53,6 +53,7 @@ def test_search_with_a_hopeless_space_prunes_survives_a_killed_worker_and_finish
             "hyperparameters": {
                 "epochs": 3,
                 "warmup_epochs": 0,
+                "warmup_steps": 0,  # recommended warms up in steps; this test wants none
                 "image_size": 32,
                 "batch_size": 4,
                 "eval_batch_size": 16,
