@@ -89,16 +89,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    """The CPU generator only. Every epoch reseeds torch (CPU and every GPU) from (seed,
+    epoch), so no GPU generator state is needed to resume, and storing one per visible GPU
+    made a checkpoint unloadable on a host that sees fewer GPUs."""
+    return {"torch": torch.get_rng_state()}
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restores the CPU generator; a "cuda" entry (written by older versions) is ignored:
+    its per-GPU states cannot be restored where fewer GPUs are visible, and are overwritten
+    by the next epoch's seeding anyway."""
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def history_of(state: dict[str, Any]) -> list[EpochMetrics]:
