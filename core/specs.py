@@ -25,7 +25,7 @@ RowOffset = Annotated[int, Ge(0), Le(MAX_ROW_ID)]
 
 Optimizer = Literal["sgd", "adam", "adamw"]
 Scheduler = Literal["none", "step", "cosine", "onecycle"]
-Augmentation = Literal["none", "standard", "strong"]
+Augmentation = Literal["none", "standard", "strong", "trivial"]
 Device = Literal["auto", "cpu", "cuda"]
 # auto: bfloat16 where the hardware computes it natively (CPUs with AVX512-BF16 or AMX, GPUs of
 # compute capability 8.0 and newer), float16 with loss scaling on older GPUs, else float32.

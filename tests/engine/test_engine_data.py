@@ -181,7 +181,7 @@ def test_validation_sees_the_serving_pixels(tmp_path: Path, image_size: int):
 
 def test_augmentation_is_batched_deterministic_and_shaped():
     batch = torch.randint(0, 256, (6, 36, 36, 3), dtype=torch.uint8)
-    for kind in ("none", "standard", "strong"):
+    for kind in ("none", "standard", "strong", "trivial"):
         transform = BatchTransform(
             image_size=32,
             augmentation=kind,

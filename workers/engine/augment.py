@@ -20,6 +20,8 @@ import torch.nn.functional as F
 
 from core.specs import Augmentation
 
+from .trivial_augment import apply_colour_operations, draw_operations, fold_into_crops
+
 
 @dataclass(frozen=True)
 class AugmentPolicy:
@@ -27,6 +29,7 @@ class AugmentPolicy:
     ratio: tuple[float, float]  # crop aspect ratio (w / h)
     max_rotation: float  # degrees
     jitter: float  # brightness, contrast and saturation factors drawn from [1-j, 1+j]
+    trivial: bool = False  # one TrivialAugment operation per image (trivial_augment.py)
 
 
 # `standard` is torchvision's RandomResizedCrop + flip with a lighter crop scale (small
@@ -36,6 +39,11 @@ POLICIES: dict[str, AugmentPolicy] = {
         scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), max_rotation=0.0, jitter=0.2
     ),
     "strong": AugmentPolicy(scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), max_rotation=20.0, jitter=0.4),
+    # `standard`'s crop and flip, then TrivialAugmentWide's one random operation in place of
+    # the fixed colour jitter (torchvision's and timm's recent ResNet recipes use it).
+    "trivial": AugmentPolicy(
+        scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), max_rotation=0.0, jitter=0.0, trivial=True
+    ),
 }
 
 
@@ -265,6 +273,9 @@ class BatchTransform:
         params = {}
         if self.policy is not None:
             params["theta"] = crop_transforms(n, self.policy, generator)
+            if self.policy.trivial:
+                params["trivial"] = draw_operations(n, generator)
+                params["theta"] = fold_into_crops(params["theta"], params["trivial"])
             if self.policy.jitter > 0:
                 params["jitter"] = jitter_factors(n, self.policy.jitter, generator)
         if self.regularisers.random_erasing > 0:
@@ -286,6 +297,8 @@ class BatchTransform:
         images = self._to_float(batch)
         if "theta" in params:
             images = augment(images, self.train_size, params["theta"], params.get("jitter"))
+            if "trivial" in params:
+                images = apply_colour_operations(images, params["trivial"])
         elif images.shape[-1] != self.train_size:
             images = center_crop(images, self.train_size)
         images = images * self.inv_std - self.shift
