@@ -45,6 +45,13 @@ class Hyperparameters(BaseModel):
     lr: float = Field(1e-3, gt=0, le=10, description="peak learning rate")
     batch_size: int = Field(32, ge=1, le=4096, description="training batch size")
     eval_batch_size: int = Field(64, ge=1, le=4096, description="validation batch size")
+    reference_batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="the batch size `lr` was tuned for: the rate is scaled to batch_size, "
+        "linearly for SGD, by the square root for Adam and AdamW (larger batches on a GPU)",
+    )
     optimizer: Optimizer = "sgd"
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (adam: beta1 unused)")
     nesterov: bool = False
@@ -113,7 +120,17 @@ class Hyperparameters(BaseModel):
             raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
         if self.train_size_fraction < 1 and self.augmentation == "none":
             raise ValueError("train_size_fraction below 1 needs augmentation (crops are resized)")
+        if self.effective_lr > 10:
+            raise ValueError(
+                f"lr scaled from reference_batch_size to batch_size is {self.effective_lr:g}, "
+                "above 10: lower lr or the batch size"
+            )
         return self
+
+    @property
+    def effective_lr(self) -> float:
+        """The peak rate the optimiser runs at: `lr` scaled from reference_batch_size."""
+        return scaled_lr(self.lr, self.batch_size, self.reference_batch_size, self.optimizer)
 
     @property
     def train_image_size(self) -> int:
@@ -121,6 +138,17 @@ class Hyperparameters(BaseModel):
         if self.train_size_fraction == 1:
             return self.image_size
         return max(16, int(self.image_size * self.train_size_fraction / 8 + 0.5) * 8)
+
+
+def scaled_lr(lr: float, batch_size: int, reference: int | None, optimizer: Optimizer) -> float:
+    """`lr`, tuned at batch `reference`, for `batch_size`: linear scaling for SGD (Goyal et al.
+    2017: k times the batch, k times the rate, with warm-up), square-root scaling for the
+    adaptive optimisers, whose steps are already normalised per parameter (Malladi et al.
+    2022). No reference: `lr` as given."""
+    if reference is None or reference == batch_size:
+        return lr
+    ratio = batch_size / reference
+    return lr * (ratio if optimizer == "sgd" else ratio**0.5)
 
 
 # The reference study: plain SGD, lr 1e-3, batch 32/64, 8 epochs, 224x224, 80/20 split.

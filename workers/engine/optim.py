@@ -8,6 +8,7 @@ is stored), which is what lets a resumed run extend `epochs`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -29,20 +30,37 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def kernel_flags(params: Iterable[torch.Tensor], fused: bool | None = None) -> dict[str, bool]:
+    """The optimiser implementation: `fused` (one kernel per step) for parameters on CUDA,
+    `foreach` (one op per kind of update over all tensors) on the CPU. `fused=True` forces the
+    fused kernels anywhere: under float16 loss scaling they skip an overflowed step on the
+    device, where the unfused path asks the host (a sync per step)."""
+    if fused or (fused is None and all(p.is_cuda for p in params)):
+        return {"fused": True}
+    return {"foreach": True}
+
+
 def build_optimizer(
-    model: nn.Module, hp: Hyperparameters, *, fused: bool = False
+    model: nn.Module, hp: Hyperparameters, *, fused: bool | None = None
 ) -> torch.optim.Optimizer:
-    """`fused`: one kernel per step, which under float16 loss scaling also skips an overflowed
-    step on the device (the unfused path asks the host, a sync per step)."""
+    """SGD, Adam or AdamW at the effective rate (`lr` scaled from reference_batch_size), with
+    the kernels of `kernel_flags`."""
     groups = parameter_groups(model, hp.weight_decay)
-    kernel = True if fused else None  # None: torch's own default
+    kernel = kernel_flags(list(model.parameters()), fused)
+    use_fused, use_foreach = kernel.get("fused"), kernel.get("foreach")
+    lr = hp.effective_lr
     if hp.optimizer == "sgd":
         return torch.optim.SGD(
-            groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, fused=kernel
+            groups,
+            lr=lr,
+            momentum=hp.momentum,
+            nesterov=hp.nesterov,
+            fused=use_fused,
+            foreach=use_foreach,
         )
     if hp.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=hp.lr, fused=kernel)
-    return torch.optim.AdamW(groups, lr=hp.lr, fused=kernel)
+        return torch.optim.Adam(groups, lr=lr, fused=use_fused, foreach=use_foreach)
+    return torch.optim.AdamW(groups, lr=lr, fused=use_fused, foreach=use_foreach)
 
 
 def warmup_steps(hp: Hyperparameters, steps_per_epoch: int) -> int:

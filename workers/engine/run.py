@@ -302,8 +302,9 @@ def _training_objects(
     hp = spec.hyperparameters
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     model = model.to(runtime.device).to(memory_format=memory_format)
-    # Fused where a step would otherwise wait for the device: on CUDA, and under fp16 scaling.
-    optimizer = build_optimizer(model, hp, fused=runtime.fp16 or runtime.device.type == "cuda")
+    # Fused on CUDA (by the parameters' device), and wherever fp16 scaling would otherwise
+    # make a step wait for the device; foreach on the CPU.
+    optimizer = build_optimizer(model, hp, fused=True if runtime.fp16 else None)
     steps_per_epoch = len(batch_plan(train_size, hp.batch_size, torch.Generator()))
     ema = None
     if hp.ema_epochs is not None:
