@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     database_wait_seconds: float = Field(
         300.0, ge=0, description="how long a worker waits out a database outage mid-job"
     )
+    checkpoint_seconds: float | None = Field(
+        None,
+        ge=0,
+        description="least time between full resumable checkpoints (the best and the last "
+        "epoch are always written); default: 30 on a GPU, 0 (every epoch) on the CPU",
+    )
     worker_device: str = Field("auto", description="auto, cpu or cuda")
     worker_queue: str | None = Field(None, description="default: gpu when CUDA is present")
     model_cache_size: int = Field(4, ge=1, description="inference bundles kept in memory")

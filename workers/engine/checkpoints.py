@@ -1,15 +1,18 @@
 """Checkpoints: everything needed to resume a run, in a file torch loads with weights_only=True.
 
-A checkpoint holds state dicts (model, optimizer, scheduler, grad scaler), the RNG states as
-tensors, the spec as a JSON-able dict, what identifies the data, and the metrics so far. It is
-written to a temporary file and renamed into place (core.storage.atomic_write), so a crash
-leaves the previous checkpoint intact.
+A checkpoint holds state dicts (model, optimizer, scheduler, grad scaler), the CPU RNG state,
+the spec as a JSON-able dict, what identifies the data, and the metrics so far. It is written
+(off the training thread) to a temporary file and renamed into place
+(core.storage.atomic_write), so a crash leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -138,30 +141,147 @@ def check_resumable(
         )
 
 
-def save_epoch(
-    out_dir: Path, state: dict[str, Any], metrics: EpochMetrics, events: CallbackList
-) -> None:
+def snapshot(state: Any) -> Any:
+    """`state` with every tensor copied to the CPU: the live weights and optimiser state move
+    on with the next epoch while the copy is being written."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {key: snapshot(value) for key, value in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(snapshot(value) for value in state)
+    return state
+
+
+class CheckpointWriter:
+    """Writes one checkpoint at a time on a background thread (torch.save, hashing, fsync and
+    the atomic rename of `save_checkpoint`), so training goes on meanwhile. An error in the
+    thread is raised by the next `wait`."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._event: CheckpointEvent | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, path: Path, state: dict[str, Any], kind: CheckpointKind, epoch: int) -> None:
+        if self._thread is not None:
+            raise RuntimeError("a checkpoint write is already in flight")
+
+        def write() -> None:
+            try:
+                self._event = save_checkpoint(path, state, kind, epoch)
+            except BaseException as exc:  # noqa: BLE001 - handed to the training thread
+                self._error = exc
+
+        self._thread = threading.Thread(target=write, name=f"checkpoint-{epoch}", daemon=True)
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self) -> CheckpointEvent | None:
+        """Join the write in flight; its event (None when none was in flight)."""
+        if self._thread is None:
+            return None
+        self._thread.join()
+        event, error = self._event, self._error
+        self._thread, self._event, self._error = None, None, None
+        if error is not None:
+            raise error
+        return event
+
+
+class CheckpointSchedule:
+    """When the full resumable checkpoint is written: the best epochs and the run's last
+    always, others once `every_seconds` have passed since the last write (0: every epoch)."""
+
+    def __init__(self, every_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_seconds, self.clock = every_seconds, clock
+        self.last_write = clock()
+
+    def due(self, metrics: EpochMetrics, *, final: bool) -> bool:
+        return (
+            metrics.is_best
+            or final
+            or self.every_seconds <= 0
+            or self.clock() - self.last_write >= self.every_seconds
+        )
+
+    def written(self) -> None:
+        self.last_write = self.clock()
+
+
+class EpochSaver:
     """An epoch's files and rows, in the order `recover_checkpoints` can always complete.
 
-    last.pt, its row, then (for a new best epoch) best.pt and its row, then the epoch's
-    metrics. A crash between any two steps leaves last.pt holding every finished epoch, and
-    the rows behind the files: the resumed run re-reports both. Each named point may pause a
-    test worker (core.faults).
+    For a checkpointed epoch: last.pt (written off the training thread), its row, then (for a
+    new best epoch) best.pt and its row, then the epoch's metrics. A crash between any two
+    steps leaves last.pt holding every epoch up to the last one written, and the rows behind
+    the files: the resumed run re-reports both and redoes the epochs after it, whose rows are
+    upserted again (one row per epoch). A best epoch's row is never recorded before its
+    checkpoint: the served model is always the best row's. The rows of the epochs between
+    checkpoints are recorded at once, or after the write in flight when there is one, so rows
+    stay in epoch order. Each named point may pause a test worker (core.faults).
     """
-    epoch = metrics.epoch
-    events.before_write()
-    last = save_checkpoint(out_dir / LAST, state, "last", epoch)
-    pause_point("last_saved", epoch)
-    events.on_checkpoint(last)
-    pause_point("last_recorded", epoch)
-    if metrics.is_best:
-        events.before_write()
-        best = copy_checkpoint(last, out_dir / BEST, "best")
-        pause_point("best_saved", epoch)
-        events.on_checkpoint(best)
-        pause_point("best_recorded", epoch)
-    events.on_epoch_end(metrics)
-    pause_point("epoch_recorded", epoch)
+
+    def __init__(self, out_dir: Path, events: CallbackList, schedule: CheckpointSchedule) -> None:
+        self.out_dir, self.events, self.schedule = out_dir, events, schedule
+        self.writer = CheckpointWriter()
+        self.in_flight: EpochMetrics | None = None  # the epoch whose last.pt is being written
+        self.waiting: list[EpochMetrics] = []  # later epochs, recorded after it
+
+    def epoch_done(
+        self, metrics: EpochMetrics, state: Callable[[], dict[str, Any]], *, final: bool
+    ) -> None:
+        """Record `metrics`, and checkpoint `state()` if the schedule says so (or it is the best
+        or `final` epoch)."""
+        if self.schedule.due(metrics, final=final):
+            self.finish()  # at most one write in flight
+            self.events.before_write()
+            self.writer.submit(self.out_dir / LAST, snapshot(state()), "last", metrics.epoch)
+            self.schedule.written()
+            self.in_flight = metrics
+        elif self.writer.busy:
+            self.waiting.append(metrics)
+        else:
+            self.finish()
+            self._record(metrics)
+
+    def finish(self) -> None:
+        """Wait for the write in flight, then record its files and the rows behind it."""
+        metrics, self.in_flight = self.in_flight, None
+        if metrics is None:
+            return
+        last = self.writer.wait()
+        assert last is not None
+        epoch = metrics.epoch
+        pause_point("last_saved", epoch)
+        self.events.on_checkpoint(last)
+        pause_point("last_recorded", epoch)
+        if metrics.is_best:
+            self.events.before_write()
+            best = copy_checkpoint(last, self.out_dir / BEST, "best")
+            pause_point("best_saved", epoch)
+            self.events.on_checkpoint(best)
+            pause_point("best_recorded", epoch)
+        self._record(metrics)
+        waiting, self.waiting = self.waiting, []
+        for later in waiting:
+            self._record(later)
+
+    def close(self) -> None:
+        """On an error: let the write in flight end (its file complete or not there), record
+        nothing more."""
+        try:
+            self.writer.wait()
+        except Exception:  # noqa: BLE001 - the error already on its way matters more
+            pass
+        self.in_flight, self.waiting = None, []
+
+    def _record(self, metrics: EpochMetrics) -> None:
+        self.events.on_epoch_end(metrics)
+        pause_point("epoch_recorded", metrics.epoch)
 
 
 def recover_checkpoints(out_dir: Path, best_epoch: int, done: int, events: CallbackList) -> None:
