@@ -88,6 +88,14 @@ class Hyperparameters(BaseModel):
         "cheaper, and evaluated at image_size they offset the zoom of random resized crops "
         "(FixRes)",
     )
+    crop_source_scale: float = Field(
+        1.0,
+        ge=1,
+        le=2,
+        description="training crops are cut from images cached at this multiple of the "
+        "evaluation resize (sharper pixels where a random crop zooms in); 1: from the "
+        "evaluation cache",
+    )
     random_erasing: float = Field(0.0, ge=0, le=1, description="probability per image")
     mixup_alpha: float = Field(0.0, ge=0, le=10, description="mixup Beta(a, a); 0: off")
     cutmix_alpha: float = Field(0.0, ge=0, le=10, description="cutmix Beta(a, a); 0: off")
@@ -120,6 +128,8 @@ class Hyperparameters(BaseModel):
             raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
         if self.train_size_fraction < 1 and self.augmentation == "none":
             raise ValueError("train_size_fraction below 1 needs augmentation (crops are resized)")
+        if self.crop_source_scale > 1 and self.augmentation == "none":
+            raise ValueError("crop_source_scale above 1 needs augmentation (random crops)")
         if self.effective_lr > 10:
             raise ValueError(
                 f"lr scaled from reference_batch_size to batch_size is {self.effective_lr:g}, "

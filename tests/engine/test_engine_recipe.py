@@ -5,14 +5,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from engine_testlib import tiny_spec
 
 from core.specs import SpecError, resolve_hyperparameters
 from models import build_model
+from models.preprocess import default_resize_size
 from workers.engine import train
 from workers.engine.augment import BatchTransform, Regularisers, box_masks, mix, mixing_draw
+from workers.engine.data import (
+    batch_plan,
+    cached_square_size,
+    crop_source_size,
+    iterate_batches,
+    prepare_data,
+)
 from workers.engine.ema import WeightEma
 from workers.engine.optim import lr_factor, warmup_steps
 
@@ -142,3 +151,44 @@ def test_warmup_in_steps_is_capped_at_a_third_of_the_run():
     # Epochs asked for on top of a preset that counts in steps: the epochs count.
     both = resolve_hyperparameters("recommended", {"warmup_epochs": 1, "epochs": 5})
     assert warmup_steps(both, steps_per_epoch=5) == 5
+
+
+def test_training_crops_come_from_the_larger_source_cache(easy_data: Path, tmp_path: Path):
+    hp = resolve_hyperparameters(
+        "reference", {"image_size": 32, "augmentation": "standard", "crop_source_scale": 1.5}
+    )
+    prepared = prepare_data(easy_data, hp, tmp_path / "cache")
+    source = np.load(prepared.train_source_file, mmap_mode="r")
+    side = crop_source_size(hp)
+    assert side == round(default_resize_size(32) * 1.5) and source.shape[1:] == (side, side, 3)
+    assert prepared.images.shape[1] == cached_square_size(32)  # evaluation: unchanged
+    # The training reader gets the large squares; validation keeps serving's centre crop.
+    plan = batch_plan(len(prepared.train), 4, torch.Generator().manual_seed(0))
+    images, _ = next(
+        iterate_batches(
+            prepared,
+            prepared.train,
+            plan,
+            crop=None,
+            num_workers=0,
+            pin_memory=False,
+            source=prepared.train_source_file,
+        )
+    )
+    assert images.shape[1:] == (side, side, 3)
+    plain = resolve_hyperparameters("reference", {"image_size": 32, "augmentation": "standard"})
+    assert prepare_data(easy_data, plain, tmp_path / "cache").train_source_file == (
+        prepared.cache_file
+    )
+    with pytest.raises(SpecError, match="crop_source_scale"):
+        resolve_hyperparameters("reference", {"crop_source_scale": 1.5})
+
+
+def test_a_run_with_a_larger_crop_source_resumes_exactly(
+    easy_data: Path, tmp_path: Path, runs: Path
+):
+    options = {"image_size": 16, "augmentation": "standard", "crop_source_scale": 2.0}
+    whole = train(tiny_spec(epochs=2, **options), easy_data, runs / "a", cache_dir=tmp_path / "c")
+    train(tiny_spec(epochs=1, **options), easy_data, runs / "b", cache_dir=tmp_path / "c")
+    resumed = train(tiny_spec(epochs=2, **options), easy_data, runs / "b", cache_dir=tmp_path / "c")
+    assert [m.train_loss for m in resumed.epochs] == [m.train_loss for m in whole.epochs]

@@ -15,7 +15,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from core.archives import resolve_dataset
-from core.datasets import DatasetError, SkippedFile, load_or_create_split, scan_dataset
+from core.datasets import (
+    DatasetError,
+    DatasetScan,
+    SkippedFile,
+    load_or_create_split,
+    scan_dataset,
+)
 from core.specs import Hyperparameters
 from models.preprocess import default_resize_size
 
@@ -58,6 +64,15 @@ class PreparedData:
     split_id: str  # the exact train/val file lists
     image_size: int
     resize_size: int  # what serving resizes the shorter side to
+    train_source_file: Path  # where augmented training crops are cut from (may be cache_file)
+
+
+def crop_source_size(hp: Hyperparameters) -> int:
+    """Side of the squares that augmented training crops are cut from: the evaluation cache's,
+    or the shorter side resized `crop_source_scale` times larger (the same field of view)."""
+    if hp.crop_source_scale == 1:
+        return cached_square_size(hp.image_size)
+    return round(default_resize_size(hp.image_size) * hp.crop_source_scale)
 
 
 def prepare_data(data: Path, hp: Hyperparameters, cache_dir: Path) -> PreparedData:
@@ -95,7 +110,16 @@ def prepare_data(data: Path, hp: Hyperparameters, cache_dir: Path) -> PreparedDa
         split.split_id,
         hp.image_size,
         default_resize_size(hp.image_size),
+        _train_source(scan, hp, cache_dir) or cache.folder / "images.npy",
     )
+
+
+def _train_source(scan: DatasetScan, hp: Hyperparameters, cache_dir: Path) -> Path | None:
+    """The larger cache that training crops are cut from, when `crop_source_scale` asks."""
+    if hp.crop_source_scale == 1:
+        return None
+    side = crop_source_size(hp)
+    return open_image_cache(scan, side, side, cache_dir).folder / "images.npy"
 
 
 class _BatchReader(Dataset):
@@ -152,12 +176,13 @@ def iterate_batches(
     crop: int | None,
     num_workers: int,
     pin_memory: bool,
+    source: Path | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (uint8 NHWC images, int64 labels) per planned batch, read ahead by worker processes.
 
     The plan is fixed before reading, so the batches are the same for any number of workers.
     """
-    reader = _BatchReader(data.cache_file, subset, plan, crop)
+    reader = _BatchReader(source or data.cache_file, subset, plan, crop)
     loader = DataLoader(
         reader,
         batch_size=None,

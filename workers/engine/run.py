@@ -185,6 +185,7 @@ def _run_epochs(
         pin_memory=runtime.device.type == "cuda",
     )
     train_crop = None if transform.needs_full_image else hp.image_size
+    train_source = prepared.train_source_file if transform.needs_full_image else None
     val_plan = batch_plan(len(prepared.val), hp.eval_batch_size, None)
     trained = False
     for epoch in range(len(history) + 1, hp.epochs + 1):
@@ -197,7 +198,7 @@ def _run_epochs(
         prepare = partial(transform.train_batch, num_classes=num_classes, generator=generator)
         stats = train_one_epoch(
             step,
-            read(prepared.train, plan, crop=train_crop),
+            read(prepared.train, plan, crop=train_crop, source=train_source),
             prepare,
             epoch=epoch,
             total_batches=len(plan),
