@@ -15,13 +15,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 from sqlalchemy.orm import Session
 
 from core import repository as repo
 from core.errors import SpecError
 from core.specs import EpochMetrics, JobRunInfo, best_epoch
-from core.tables import EpochMetric, Job
+from core.tables import EpochMetric
 
 # Fields of a row that get a mean ± std over repeats and a delta to the baseline.
 METRIC_FIELDS = (
@@ -65,6 +65,24 @@ class UnknownJobsError(CompareError):
     status_code = 404
 
 
+# The job columns a record is built from: not the best epoch's details or a traceback.
+COMPARED_COLUMNS = (
+    "id",
+    "status",
+    "dataset_id",
+    "architecture",
+    "architecture_options",
+    "hyperparameters",
+    "group_id",
+    "repeat_index",
+    "num_parameters",
+    "gflops",
+    "device",
+    "run_info",
+    "test_metrics",
+)
+
+
 class JobRecord(BaseModel):
     """What a comparison needs to know about one job: its configuration and its epochs."""
 
@@ -87,34 +105,39 @@ class JobRecord(BaseModel):
         description="the architecture's default options: implied by its name, so left out of "
         "labels (se_resnet34 is not relabelled 'attn=se')",
     )
+    # Labels, groups and warnings look at every setting of every job several times: each
+    # record encodes its settings once (records are not changed after they are built).
+    _settings_cache: tuple[dict[str, Any], dict[str, Any]] | None = PrivateAttr(None)
+    _group_key: str | None = PrivateAttr(None)
 
     @classmethod
     def from_row(
         cls,
-        job: Job,
+        job: Mapping[str, Any],
         metrics: Iterable[EpochMetric | EpochMetrics],
         preset_options: dict[str, Any] | None = None,
     ) -> JobRecord:
+        """From a job's COMPARED_COLUMNS (repo.job_fields_by_id) and its epochs."""
         return cls(
-            id=job.id,
-            status=job.status.value,
-            dataset_id=job.dataset_id,
-            architecture=job.architecture,
-            options=job.architecture_options,
-            hyperparameters=job.hyperparameters,
-            group_id=job.group_id,
-            repeat_index=job.repeat_index,
-            num_parameters=job.num_parameters,
-            gflops=job.gflops,
-            device=job.device,
-            run_info=job.run_details,
+            id=job["id"],
+            status=job["status"].value,
+            dataset_id=job["dataset_id"],
+            architecture=job["architecture"],
+            options=job["architecture_options"],
+            hyperparameters=job["hyperparameters"],
+            group_id=job["group_id"],
+            repeat_index=job["repeat_index"],
+            num_parameters=job["num_parameters"],
+            gflops=job["gflops"],
+            device=job["device"],
+            run_info=JobRunInfo.model_validate(job["run_info"] or {}),
             epochs=[
                 row
                 if isinstance(row, EpochMetrics)
                 else EpochMetrics.model_validate(row, from_attributes=True)
                 for row in metrics
             ],
-            test_metrics=job.test_metrics,
+            test_metrics=job["test_metrics"],
             preset_options=preset_options or {},
         )
 
@@ -124,22 +147,24 @@ def load_records(
     session: Session,
     job_ids: Sequence[int],
     presets: Mapping[str, dict[str, Any]] | None = None,
+    grad_norms: bool = True,
 ) -> list[JobRecord]:
     """The jobs in the order asked; raises CompareError naming every id that does not exist.
 
     `presets` maps architecture names to their default options (models.ARCHITECTURES), which
-    core cannot import; without it labels show every stored option.
+    core cannot import; without it labels show every stored option. `grad_norms=False` leaves
+    the epochs' gradient norms empty: a comparison table does not use them, figures do.
     """
     # Two queries however many jobs: a round trip per job adds up on a remote database.
     ordered = list(dict.fromkeys(job_ids))
-    jobs = repo.jobs_by_id(session=session, job_ids=ordered)
+    jobs = repo.job_fields_by_id(session=session, job_ids=ordered, columns=COMPARED_COLUMNS)
     missing = [str(job_id) for job_id in ordered if job_id not in jobs]
     if missing:
         raise UnknownJobsError("jobs", f"no such job: {', '.join(missing)}")
-    metrics = repo.epochs_of_jobs(session=session, job_ids=ordered)
+    metrics = repo.epochs_of_jobs(session=session, job_ids=ordered, grad_norms=grad_norms)
     return [
         JobRecord.from_row(
-            jobs[job_id], metrics[job_id], (presets or {}).get(jobs[job_id].architecture)
+            jobs[job_id], metrics[job_id], (presets or {}).get(jobs[job_id]["architecture"])
         )
         for job_id in ordered
     ]
@@ -241,11 +266,12 @@ class Comparison(BaseModel):
 
 def group_key(record: JobRecord) -> str:
     """Equal for jobs that differ only by seed: they are repeats of one configuration."""
-    hyper = {k: v for k, v in record.hyperparameters.items() if k != "seed"}
-    identity = [record.dataset_id, record.architecture, record.options, hyper]
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[
-        :12
-    ]
+    if record._group_key is None:
+        hyper = {k: v for k, v in record.hyperparameters.items() if k != "seed"}
+        identity = [record.dataset_id, record.architecture, record.options, hyper]
+        encoded = json.dumps(identity, sort_keys=True, default=str).encode()
+        record._group_key = hashlib.sha256(encoded).hexdigest()[:12]
+    return record._group_key
 
 
 def _mean(values: Iterable[float]) -> float | None:
@@ -307,16 +333,39 @@ def explicit_options(record: JobRecord) -> dict[str, Any]:
 
 def _settings(record: JobRecord) -> dict[str, Any]:
     """Explicit options and hyperparameters as one flat mapping (options first)."""
-    return {**explicit_options(record), **record.hyperparameters}
+    return _encoded_settings(record)[0]
+
+
+def _encoded_settings(record: JobRecord) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The settings and each one's _json key, computed once per record."""
+    if record._settings_cache is None:
+        settings = {**explicit_options(record), **record.hyperparameters}
+        record._settings_cache = (settings, {k: _json(v) for k, v in settings.items()})
+    return record._settings_cache
 
 
 def differing_settings(records: Sequence[JobRecord]) -> list[str]:
     """Options and hyperparameters whose value is not the same for every job, in a stable order."""
-    keys = sorted({k for r in records for k in _settings(r)})
-    return [k for k in keys if len({_json(_settings(r).get(k)) for r in records}) > 1]
+    encoded = [_encoded_settings(r)[1] for r in records]
+    keys = sorted({k for e in encoded for k in e})
+    absent = _json(None)
+    return [k for k in keys if len({e.get(k, absent) for e in encoded}) > 1]
 
 
-def _json(value: Any) -> str:
+_PLAIN = (str, int, bool)
+
+
+def _json(value: Any) -> Any:
+    """A key equal for two values exactly when their JSON texts are equal.
+
+    Plain scalars (the usual hyperparameter) skip json.dumps: a comparison of 20 jobs asks for
+    thousands of these. Their keys are tuples, never equal to the JSON text of another value.
+    """
+    kind = type(value)
+    if value is None or kind in _PLAIN:
+        return (kind, value)
+    if kind is float:
+        return (kind, repr(value))  # as JSON writes it: -0.0 differs from 0.0, nan equals nan
     return json.dumps(value, sort_keys=True, default=str)
 
 
@@ -348,8 +397,46 @@ def _stat(values: Sequence[float | None]) -> Stat:
     present = [v for v in values if v is not None]
     if not present:
         return Stat(mean=None, std=None, n=0)
-    std = statistics.stdev(present) if len(present) > 1 else None
+    std = sample_stdev(present) if len(present) > 1 else None
     return Stat(mean=statistics.fmean(present), std=std, n=len(present))
+
+
+def sample_stdev(values: Sequence[float]) -> float:
+    """statistics.stdev to the last bit, in integers instead of Fractions (a comparison takes
+    dozens, and Fractions made them a fifth of its time).
+
+    Every finite float is an integer over a power of two, so on the largest denominator all
+    values are integers X; the sum of squared deviations over n - 1 is then exactly
+    (n sum(X^2) - sum(X)^2) / (n (n - 1) scale^2), whose correctly rounded square root is
+    statistics.stdev's answer.
+    """
+    try:
+        ratios = [value.as_integer_ratio() for value in values]
+    except (OverflowError, ValueError):  # inf or nan: statistics says what they give
+        return statistics.stdev(values)
+    scale = max(denominator for _, denominator in ratios)
+    scaled = [numerator * (scale // denominator) for numerator, denominator in ratios]
+    n = len(scaled)
+    total = sum(scaled)
+    return _sqrt_of_fraction(
+        n * sum(x * x for x in scaled) - total * total, n * (n - 1) * scale * scale
+    )
+
+
+def _sqrt_of_fraction(numerator: int, denominator: int) -> float:
+    """sqrt(numerator / denominator) as a float, correctly rounded: Python 3.11's
+    statistics._float_sqrt_of_frac: an integer root of about 55 bits rounded to odd, then one
+    rounding to the float's 53."""
+    shift = (numerator.bit_length() - denominator.bit_length() - 109) // 2
+    if shift >= 0:
+        root = _isqrt_round_to_odd(numerator, denominator << 2 * shift) << shift
+        return root / 1
+    return _isqrt_round_to_odd(numerator << -2 * shift, denominator) / (1 << -shift)
+
+
+def _isqrt_round_to_odd(numerator: int, denominator: int) -> int:
+    root = math.isqrt(numerator // denominator)
+    return root | (root * root * denominator != numerator)
 
 
 def summarise_groups(rows: Sequence[ComparisonRow], labels: dict[str, str]) -> list[GroupSummary]:

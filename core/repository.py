@@ -592,26 +592,37 @@ def count_metrics(*, session: Session, job_id: int) -> int:
     return session.scalar(query) or 0
 
 
-def epochs_of_jobs(*, session: Session, job_ids: Sequence[int]) -> dict[int, list[EpochMetrics]]:
+def epochs_of_jobs(
+    *, session: Session, job_ids: Sequence[int], grad_norms: bool = True
+) -> dict[int, list[EpochMetrics]]:
     """Every epoch of these jobs in one query, per job in epoch order.
 
     Plain rows of the reported columns, not ORM objects: a comparison reads hundreds.
+    `grad_norms=False` leaves out the one JSON column (decoding it is most of the cost).
     """
-    fields = [name for name in EpochMetrics.model_fields if name != "best_details"]
+    left_out = {"best_details"} if grad_norms else {"best_details", "grad_norms"}
+    fields = [name for name in EpochMetrics.model_fields if name not in left_out]
     query = (
         select(EpochMetric.job_id, *(getattr(EpochMetric, name) for name in fields))
         .where(EpochMetric.job_id.in_(job_ids))
         .order_by(EpochMetric.job_id, EpochMetric.epoch)
     )
     by_job: dict[int, list[EpochMetrics]] = {job_id: [] for job_id in job_ids}
-    for row in session.execute(query).mappings():
-        by_job[row["job_id"]].append(EpochMetrics.model_validate(row))
+    validate = EpochMetrics.model_validate
+    # A plain dict per row: pydantic reads a RowMapping through Python-level Mapping.get.
+    for job_id, *values in session.execute(query):
+        by_job[job_id].append(validate(dict(zip(fields, values, strict=True))))
     return by_job
 
 
-def jobs_by_id(*, session: Session, job_ids: Sequence[int]) -> dict[int, Job]:
-    """The jobs that exist among `job_ids`, in one query."""
-    return {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(job_ids)))}
+def job_fields_by_id(
+    *, session: Session, job_ids: Sequence[int], columns: Sequence[str]
+) -> dict[int, dict[str, Any]]:
+    """`columns` (`id` among them) of the jobs that exist among `job_ids`, in one query, as
+    plain dicts: no ORM objects, and no JSON column decoded that is not asked for."""
+    query = select(*(getattr(Job, name) for name in columns)).where(Job.id.in_(job_ids))
+    rows = (dict(zip(columns, values, strict=True)) for values in session.execute(query))
+    return {row["id"]: row for row in rows}
 
 
 def job_checkpoints(*, session: Session, job_id: int) -> list[Checkpoint]:

@@ -57,10 +57,10 @@ def parse_job_ids(jobs: str) -> list[int]:
     return list(dict.fromkeys(int(part) for part in jobs.split(",")))
 
 
-def _records(session: Session, jobs: str) -> list[JobRecord]:
+def _records(session: Session, jobs: str, *, grad_norms: bool = True) -> list[JobRecord]:
     ids = parse_job_ids(jobs)
     presets = {name: info.default_options for name, info in models.ARCHITECTURES.items()}
-    return load_records(session=session, job_ids=ids, presets=presets)
+    return load_records(session=session, job_ids=ids, presets=presets, grad_norms=grad_norms)
 
 
 def _png(figure_bytes: bytes) -> Response:
@@ -78,7 +78,7 @@ def compare_jobs(
     format: Literal["json", "csv", "md"] = "json",
 ) -> Comparison | PlainTextResponse:
     """One row per job, deltas to the baseline, mean ± std over repeats, fairness warnings."""
-    records = _records(session, jobs)
+    records = _records(session, jobs, grad_norms=False)  # the table has no gradient norms
     if baseline is not None and baseline not in {r.id for r in records}:
         raise InvalidInput(f"baseline: job {baseline} is not in jobs={jobs}", "baseline")
     comparison = build_comparison(records, baseline)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 
 import pytest
 from experiments_testlib import add_run
 from sqlalchemy.orm import Session
 
-from analysis.compare import CompareError, build_comparison, load_records, rebase
+from analysis.compare import CompareError, build_comparison, load_records, rebase, sample_stdev
 from analysis.renderers import comparison_csv, comparison_markdown
 from core.tables import Dataset, JobStatus
 
@@ -146,6 +147,17 @@ def test_mean_and_std_over_repeats(session: Session, dataset: Dataset) -> None:
     assert resnet_group.delta["best_val_accuracy"].absolute == pytest.approx(0.2)
     assert (plain_group.label, resnet_group.label) == ("plain34", "resnet34")
     assert "45.0 ± 5.0%" in comparison_markdown(comparison)
+
+
+def test_the_spread_over_repeats_is_statistics_stdev_to_the_last_bit() -> None:
+    """The comparison computes it in integers (fast); it must equal the exact Fractions way."""
+    rng = random.Random(0)
+    for _ in range(3000):
+        count = rng.randint(2, 10)
+        values = [rng.random() * 10 ** rng.randint(-9, 9) for _ in range(count)]
+        assert sample_stdev(values) == statistics.stdev(values), values
+    for values in ([21_287_237, 21_113_413, 21_287_237], [0.45, 0.45], [0.1, 0.2, 0.3]):
+        assert sample_stdev(values) == statistics.stdev(values)
 
 
 def test_single_run_has_no_std(session: Session, dataset: Dataset) -> None:
