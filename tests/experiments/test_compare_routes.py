@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from core.tables import Dataset
+from core.tables import Dataset, EpochMetric
 from tests.support import client_for, make_settings
 
 
@@ -96,3 +96,44 @@ def test_latency_comes_from_the_job_and_may_be_missing(
     untimed = add_run(session, dataset, "resnet34", [0.3], inference_ms=None)
     rows = client.get("/compare", params={"jobs": f"{timed.id},{untimed.id}"}).json()["rows"]
     assert [row["inference_ms"] for row in rows] == [4.25, None]
+
+
+def test_a_picture_is_drawn_again_only_when_what_it_shows_changed(
+    client: TestClient, session: Session, dataset: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Repeated PNG requests answer the picture already drawn; a new epoch, a changed value
+    or another job set draws anew (the figure cache is keyed by the rows themselves)."""
+    from service.routes import compare as routes
+
+    drawn: list[bytes] = []
+    real_to_png = routes.to_png
+    monkeypatch.setattr(routes, "FIGURES", routes.FigureCache())
+    monkeypatch.setattr(routes, "to_png", lambda figure: drawn.append(b"") or real_to_png(figure))
+    a = add_run(session, dataset, "plain34", [0.2, 0.3])
+    b = add_run(session, dataset, "resnet34", [0.3, 0.5])
+    pair = {"jobs": f"{a.id},{b.id}"}
+    first = client.get("/compare/curves.png", params=pair)
+    again = client.get("/compare/curves.png", params=pair)
+    assert first.content == again.content and len(drawn) == 1
+    assert again.headers["cache-control"] == "no-store"
+
+    session.add(EpochMetric(**{**epoch_values(b.metrics[-1]), "epoch": 3, "val_accuracy": 0.7}))
+    session.commit()
+    grown = client.get("/compare/curves.png", params=pair)
+    assert len(drawn) == 2 and grown.content != first.content
+
+    b.metrics[0].val_loss = 5.0  # a resumed job rewrote an epoch: same count, other values
+    session.commit()
+    client.get("/compare/curves.png", params=pair)
+    assert len(drawn) == 3
+    client.get("/compare/curves.png", params={"jobs": f"{b.id}"})
+    client.get("/compare/gradients.png", params=pair)
+    client.get(f"/jobs/{b.id}/curves.png")
+    assert len(drawn) == 6
+    client.get(f"/jobs/{b.id}/curves.png")
+    assert len(drawn) == 6
+
+
+def epoch_values(row: EpochMetric) -> dict:
+    columns = EpochMetric.__table__.columns.keys()
+    return {name: getattr(row, name) for name in columns if name not in {"id", "created_at"}}
