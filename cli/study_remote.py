@@ -17,6 +17,8 @@ from cli.api_client import ApiCallError, request
 from core.specs import EpochMetrics
 
 errors = Console(stderr=True)
+# GET /compare/metrics answers at most this many jobs per request (the API's MAX_JOBS).
+METRICS_BATCH = 50
 
 
 class RemoteBackend:
@@ -81,13 +83,15 @@ class RemoteBackend:
         return Comparison.model_validate(self._get("/compare", jobs=",".join(map(str, job_ids))))
 
     def epochs(self, job_ids: Sequence[int]) -> dict[int, list[EpochMetrics]]:
-        return {
-            job_id: [
-                EpochMetrics.model_validate(row)
-                for row in self._get(f"/jobs/{job_id}/metrics")["data"]
-            ]
-            for job_id in job_ids
-        }
+        """Every epoch of every job from GET /compare/metrics: one request per 50 jobs, not
+        one per job."""
+        ordered = list(dict.fromkeys(job_ids))
+        by_job: dict[int, list[EpochMetrics]] = {}
+        for start in range(0, len(ordered), METRICS_BATCH):
+            batch = ",".join(map(str, ordered[start : start + METRICS_BATCH]))
+            for entry in self._get("/compare/metrics", jobs=batch):
+                by_job[entry["job_id"]] = [EpochMetrics.model_validate(r) for r in entry["data"]]
+        return {job_id: by_job[job_id] for job_id in job_ids}
 
     def architectures(self) -> dict[str, dict[str, Any]]:
         return {entry["name"]: entry for entry in self._get("/architectures")["data"]}

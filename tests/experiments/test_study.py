@@ -185,8 +185,15 @@ def test_study_against_the_service(
             )
             repo.finish_job(session=session, job_id=job_id, status=JobStatus.succeeded)
 
+    requested: list[str] = []
+
+    class RecordingClient(TestClient):
+        def request(self, method: str, url, **kwargs):  # type: ignore[no-untyped-def, override]
+            requested.append(f"{method} {url}")
+            return super().request(method, url, **kwargs)
+
     monkeypatch.setattr(service.routes.jobs, "send_training", finish_at_once)
-    monkeypatch.setattr(cli.study, "make_client", lambda url, token: TestClient(api))
+    monkeypatch.setattr(cli.study, "make_client", lambda url, token: RecordingClient(api))
     out = tmp_path / "report"
     result = runner.invoke(
         app,
@@ -213,3 +220,37 @@ def test_study_against_the_service(
     assert row[:5] == ["plain34", "2", "21.00M", "0.10", "45.0 ± 7.1%"]
     assert "## Comparison against resnet34" in report
     assert "40 images in 5 classes" in section(report, "Data")
+    # The four jobs' epochs in one request, not one per job.
+    assert requested.count("GET /compare/metrics") == 1
+    assert not [path for path in requested if re.fullmatch(r"GET /jobs/\d+/metrics", path)]
+
+
+def test_remote_epochs_take_one_request_per_50_jobs() -> None:
+    import httpx
+
+    from cli.study_remote import RemoteBackend
+
+    asked: list[list[int]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/compare/metrics"
+        ids = [int(part) for part in request.url.params["jobs"].split(",")]
+        asked.append(ids)
+        epoch = {
+            "epoch": 1,
+            "train_loss": 1.0,
+            "train_accuracy": 0.5,
+            "val_loss": 1.0,
+            "lr": 0.1,
+            "epoch_seconds": 1.0,
+            "train_images_per_second": 10.0,
+            "generalization_gap": 0.0,
+        }
+        body = [{"job_id": i, "data": [epoch | {"val_accuracy": i / 100}], "count": 1} for i in ids]
+        return httpx.Response(200, json=body)
+
+    client = httpx.Client(transport=httpx.MockTransport(answer), base_url="http://api")
+    epochs = RemoteBackend(client).epochs(list(range(60, 0, -1)))
+    assert [len(ids) for ids in asked] == [50, 10]
+    assert list(epochs) == list(range(60, 0, -1))
+    assert epochs[7][0].val_accuracy == 0.07
