@@ -148,7 +148,13 @@ class LocalBackend:
             raise StudyError(str(from_validation_error(exc)), 2) from None
         except UserError as exc:
             raise StudyError(str(exc), 2) from None
-        searches.fill_search(self.settings.database, search_id, models.canonical_options, None)
+        searches.fill_search(
+            unit_of_work=self._session,
+            database_url=self.settings.database,
+            search_id=search_id,
+            canonical_options=models.canonical_options,
+            send=None,
+        )
         return {"id": search_id}
 
     def run_search(self, search_id: int) -> None:

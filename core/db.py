@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import lru_cache
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from functools import lru_cache, partial
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -87,6 +87,15 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+# How a caller hands a function its unit of work: each call opens a session that commits on
+# success (`unit_of_work(url)`, or a test's own).
+UnitOfWork = Callable[[], AbstractContextManager[Session]]
+
+
+def unit_of_work(url: str) -> UnitOfWork:
+    return partial(session_scope, url)
 
 
 def open_session(url: str) -> Session:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import CursorResult, Executable, delete, func, or_, select, update
 from sqlalchemy.orm import Session, defer
@@ -24,10 +24,13 @@ from core.tables import (
     EpochMetric,
     Job,
     JobStatus,
+    Search,
     ServingGeneration,
     WorkerPresence,
     utcnow,
 )
+
+RowT = TypeVar("RowT")
 
 
 def rows_changed(session: Session, statement: Executable) -> int:
@@ -40,12 +43,16 @@ def get_dataset(*, session: Session, dataset_id: int) -> Dataset | None:
     return session.get(Dataset, dataset_id)
 
 
+def _require(session: Session, table: type[RowT], row_id: int, name: str) -> RowT:
+    """The row, or NotFound naming the `<name>_id` it was asked by: one rule for every table."""
+    row = session.get(table, row_id)
+    if row is None:
+        raise NotFound(f"{name} {row_id} not found", f"{name}_id")
+    return row
+
+
 def require_dataset(*, session: Session, dataset_id: int) -> Dataset:
-    """The dataset, or NotFound naming `dataset_id`."""
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
-        raise NotFound(f"dataset {dataset_id} not found", "dataset_id")
-    return dataset
+    return _require(session, Dataset, dataset_id, "dataset")
 
 
 def list_datasets(
@@ -79,11 +86,11 @@ def get_job(*, session: Session, job_id: int) -> Job | None:
 
 
 def require_job(*, session: Session, job_id: int) -> Job:
-    """The job, or NotFound naming `job_id`."""
-    job = session.get(Job, job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found", "job_id")
-    return job
+    return _require(session, Job, job_id, "job")
+
+
+def require_search(*, session: Session, search_id: int) -> Search:
+    return _require(session, Search, search_id, "search")
 
 
 def list_jobs(

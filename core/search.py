@@ -34,7 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from core import repository as repo
-from core.db import get_engine, session_scope
+from core.db import UnitOfWork, get_engine
 from core.errors import Conflict, NotFound, UserError
 from core.job_factory import CanonicalOptions, JobRequest, create_jobs, validated_options
 from core.queue import queue_for_device
@@ -176,83 +176,121 @@ def create_search(
 
 
 def fill_search(
-    database_url: str, search_id: int, canonical_options: CanonicalOptions, send: Send | None
+    *,
+    unit_of_work: UnitOfWork,
+    database_url: str,
+    search_id: int,
+    canonical_options: CanonicalOptions,
+    send: Send | None,
 ) -> list[int]:
-    """Create the trials the search may run now, each in its own transaction, committed and
-    then enqueued (`send` None: the caller runs them, as `--local` does). Returns job ids."""
+    """Create the trials the search may run now, each in a unit of work of the caller's that
+    is committed before its job is sent (`send` None: the caller runs them, as `--local`
+    does). Returns the job ids."""
     created = []
-    while (outcome := _create_next_trial(database_url, search_id, canonical_options)) != "full":
+    while True:
+        asked = _AskedTrial()
+        try:
+            with unit_of_work() as session:
+                outcome = add_next_trial(
+                    session=session,
+                    database_url=database_url,
+                    search_id=search_id,
+                    canonical_options=canonical_options,
+                    asked=asked,
+                )
+        except BaseException:
+            asked.fail()  # its job was never committed: the trial must not stay running
+            raise
+        if outcome == "full":
+            break
         if isinstance(outcome, tuple):
             job_id, queue = outcome
             created.append(job_id)
             if send is not None:
                 send(job_id, queue)
-    _close_if_done(database_url, search_id)
+    with unit_of_work() as session:
+        close_if_done(session=session, search_id=search_id)
     return created
 
 
-def _create_next_trial(
-    database_url: str, search_id: int, canonical_options: CanonicalOptions
-) -> tuple[int, str] | str:
-    """One trial's job, or "full" (nothing to add now) or "retry" (another process won)."""
-    with session_scope(database_url) as session:
-        search = session.get(Search, search_id)
-        if search is None or search.status != SearchStatus.running or search.cancel_requested:
-            return "full"
-        active = (
-            session.scalar(
-                select(func.count())
-                .select_from(Job)
-                .where(Job.search_id == search_id, Job.status.in_(UNFINISHED))
-            )
-            or 0
-        )
-        slot = search.trials_created
-        if slot >= search.n_trials or active >= search.max_parallel:
-            return "full"
-        # Compare-and-set on the counter: of two processes filling at once, one takes the slot.
-        claimed = repo.rows_changed(
-            session,
-            update(Search)
-            .where(Search.id == search_id, Search.trials_created == slot)
-            .values(trials_created=slot + 1)
-            .execution_options(synchronize_session=False),
-        )
-        if claimed != 1:
-            return "retry"
-        study = load_study(database_url, search, slot)
+class _AskedTrial:
+    """The study's trial one unit of work asked for, so that it can be told failed when that
+    unit makes no job for it."""
+
+    def __init__(self) -> None:
+        self.study: optuna.Study | None = None
+        self.number: int | None = None
+
+    def ask(self, study: optuna.Study) -> optuna.Trial:
         trial = study.ask()
-        try:
-            hyper = sampled(search.hyperparameters, suggest(trial, search.space))
-        except UserError as exc:  # a combination the schema refuses: a failed trial, no job
-            log.warning("search %s trial %s: %s", search_id, trial.number, exc)
-            study.tell(trial.number, state=TrialState.FAIL)
-            return "retry"
-        try:
-            request = JobRequest(
-                dataset_id=search.dataset_id,
-                architecture=ArchitectureSpec(
-                    name=search.architecture, options=search.architecture_options
-                ),
-                preset=search.preset,
-                hyperparameters=hyper.model_dump(),
-            )
-            [job] = create_jobs(
-                session=session,
-                request=request,
-                canonical_options=canonical_options,
-                queue=search.queue,
-                group_id=search.group_id,
-                search_id=search_id,
-                trial_number=trial.number,
-            )
-            session.flush()
-            job_id, queue = job.id, job.queue
-            session.commit()
-        except BaseException:
-            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-            raise
-        return job_id, queue
+        self.study, self.number = study, trial.number
+        return trial
+
+    def fail(self) -> None:
+        if self.study is not None and self.number is not None:
+            self.study.tell(self.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def add_next_trial(
+    *,
+    session: Session,
+    database_url: str,
+    search_id: int,
+    canonical_options: CanonicalOptions,
+    asked: _AskedTrial,
+) -> tuple[int, str] | str:
+    """One trial's job, flushed (the caller commits, then sends it), or "full" (nothing to add
+    now) or "retry" (another process won the slot, or the sample was refused)."""
+    search = session.get(Search, search_id)
+    if search is None or search.status != SearchStatus.running or search.cancel_requested:
+        return "full"
+    active = (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.search_id == search_id, Job.status.in_(UNFINISHED))
+        )
+        or 0
+    )
+    slot = search.trials_created
+    if slot >= search.n_trials or active >= search.max_parallel:
+        return "full"
+    # Compare-and-set on the counter: of two processes filling at once, one takes the slot.
+    claimed = repo.rows_changed(
+        session,
+        update(Search)
+        .where(Search.id == search_id, Search.trials_created == slot)
+        .values(trials_created=slot + 1)
+        .execution_options(synchronize_session=False),
+    )
+    if claimed != 1:
+        return "retry"
+    trial = asked.ask(load_study(database_url, search, slot))
+    try:
+        hyper = sampled(search.hyperparameters, suggest(trial, search.space))
+    except UserError as exc:  # a combination the schema refuses: a failed trial, no job
+        log.warning("search %s trial %s: %s", search_id, trial.number, exc)
+        asked.fail()
+        return "retry"
+    request = JobRequest(
+        dataset_id=search.dataset_id,
+        architecture=ArchitectureSpec(
+            name=search.architecture, options=search.architecture_options
+        ),
+        preset=search.preset,
+        hyperparameters=hyper.model_dump(),
+    )
+    [job] = create_jobs(
+        session=session,
+        request=request,
+        canonical_options=canonical_options,
+        queue=search.queue,
+        group_id=search.group_id,
+        search_id=search_id,
+        trial_number=trial.number,
+    )
+    session.flush()
+    return job.id, job.queue
 
 
 def suggest(trial: optuna.Trial, space: dict[str, dict]) -> dict[str, Any]:
@@ -271,20 +309,21 @@ def suggest(trial: optuna.Trial, space: dict[str, dict]) -> dict[str, Any]:
     return params
 
 
-def _close_if_done(database_url: str, search_id: int) -> None:
-    with session_scope(database_url) as session:
-        active = select(Job.id).where(Job.search_id == search_id, Job.status.in_(UNFINISHED))
-        session.execute(
-            update(Search)
-            .where(
-                Search.id == search_id,
-                Search.status == SearchStatus.running,
-                Search.trials_created >= Search.n_trials,
-                ~active.exists(),
-            )
-            .values(status=SearchStatus.succeeded, finished_at=utcnow())
-            .execution_options(synchronize_session=False)
+def close_if_done(*, session: Session, search_id: int) -> None:
+    """Mark the search succeeded once all its trials are made and finished (flushed)."""
+    active = select(Job.id).where(Job.search_id == search_id, Job.status.in_(UNFINISHED))
+    session.execute(
+        update(Search)
+        .where(
+            Search.id == search_id,
+            Search.status == SearchStatus.running,
+            Search.trials_created >= Search.n_trials,
+            ~active.exists(),
         )
+        .values(status=SearchStatus.succeeded, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
 
 
 def trial_value(session: Session, job: Job, objective: str) -> float | None:
@@ -297,10 +336,15 @@ def trial_value(session: Session, job: Job, objective: str) -> float | None:
 
 
 def finish_trial(
-    database_url: str, job_id: int, canonical_options: CanonicalOptions, send: Send | None
+    *,
+    unit_of_work: UnitOfWork,
+    database_url: str,
+    job_id: int,
+    canonical_options: CanonicalOptions,
+    send: Send | None,
 ) -> None:
     """Tell the study how the trial's job ended, then let the search go on."""
-    with session_scope(database_url) as session:
+    with unit_of_work() as session:
         job = repo.get_job(session=session, job_id=job_id)
         if job is None or job.search is None or job.trial_number is None:
             return
@@ -308,7 +352,13 @@ def finish_trial(
         value = trial_value(session, job, search.objective)
         status = job.status
     tell(load_study(database_url, search), number, status, value)
-    fill_search(database_url, search.id, canonical_options, send)
+    fill_search(
+        unit_of_work=unit_of_work,
+        database_url=database_url,
+        search_id=search.id,
+        canonical_options=canonical_options,
+        send=send,
+    )
 
 
 def tell(study: optuna.Study, number: int, status: JobStatus, value: float | None) -> None:

@@ -20,7 +20,7 @@ from core.db import open_session
 from core.errors import Unauthorized, UserError
 from core.settings import Settings, get_settings
 from core.specs import RowId
-from core.tables import Dataset, Job
+from core.tables import Dataset, Job, Search
 from service.errors import error_body
 from service.model_server import ModelServer
 from service.openapi import BEARER, path_pattern
@@ -61,9 +61,14 @@ def dataset_or_404(dataset_id: RowId, session: SessionDep) -> Dataset:
     return repo.require_dataset(session=session, dataset_id=dataset_id)
 
 
+def search_or_404(search_id: RowId, session: SessionDep) -> Search:
+    return repo.require_search(session=session, search_id=search_id)
+
+
 # The resource a path's id names, or 404 naming the id: one rule per resource.
 JobDep = Annotated[Job, Depends(job_or_404)]
 DatasetDep = Annotated[Dataset, Depends(dataset_or_404)]
+SearchDep = Annotated[Search, Depends(search_or_404)]
 
 
 async def get_model_server(request: Request) -> ModelServer:

@@ -10,6 +10,7 @@ import optuna
 
 import models
 from core import search as searches
+from core.db import unit_of_work
 from core.queue import send_training
 from core.settings import Settings
 from core.specs import EpochMetrics
@@ -73,7 +74,11 @@ def finish_trial(settings: Settings, job_id: int) -> None:
     is already stored: a failure here is logged, and the next finishing trial fills again."""
     try:
         searches.finish_trial(
-            settings.database, job_id, models.canonical_options, enqueue(settings)
+            unit_of_work=unit_of_work(settings.database),
+            database_url=settings.database,
+            job_id=job_id,
+            canonical_options=models.canonical_options,
+            send=enqueue(settings),
         )
     except Exception:  # noqa: BLE001 - the database or Optuna may be briefly away
         log.exception("telling the search how job %s ended failed", job_id)

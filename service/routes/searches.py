@@ -10,23 +10,16 @@ from sqlalchemy import func, select
 
 import models
 from core import search as searches
-from core.errors import NotFound
+from core.db import unit_of_work
 from core.queue import send_training
 from core.search_spec import SearchRequest
-from core.specs import RowId, RowOffset
+from core.specs import RowOffset
 from core.tables import Search
-from service.deps import SessionDep, SettingsDep, TokenDep
+from service.deps import SearchDep, SessionDep, SettingsDep, TokenDep
 from service.openapi import errors
 from service.schemas import SearchDetail, SearchesPublic, SearchPublic
 
 router = APIRouter(prefix="/searches", tags=["searches"])
-
-
-def load_search(session: SessionDep, search_id: RowId) -> Search:
-    search = session.get(Search, search_id)
-    if search is None:
-        raise NotFound(f"search {search_id} not found", "search_id")
-    return search
 
 
 @router.post(
@@ -43,10 +36,11 @@ def create_search(
     )
     session.commit()
     searches.fill_search(
-        settings.database,
-        search.id,
-        models.canonical_options,
-        lambda job_id, queue: send_training(settings, job_id, queue),
+        unit_of_work=unit_of_work(settings.database),
+        database_url=settings.database,
+        search_id=search.id,
+        canonical_options=models.canonical_options,
+        send=lambda job_id, queue: send_training(settings, job_id, queue),
     )
     session.refresh(search)
     response.headers["Location"] = f"/searches/{search.id}"
@@ -63,8 +57,7 @@ def list_searches(
 
 
 @router.get("/{search_id:int}", response_model=SearchDetail)
-def get_search(search_id: RowId, session: SessionDep, settings: SettingsDep) -> SearchDetail:
-    search = load_search(session, search_id)
+def get_search(search: SearchDep, session: SessionDep, settings: SettingsDep) -> SearchDetail:
     summary = searches.search_summary(
         session=session, database_url=settings.database, search=search
     )
@@ -77,13 +70,12 @@ def get_search(search_id: RowId, session: SessionDep, settings: SettingsDep) -> 
     responses={200: {"content": {"image/png": {}}}} | errors(409),
 )
 def search_plot(
-    search_id: RowId,
+    search: SearchDep,
     kind: Literal["history", "parallel", "importances"],
-    session: SessionDep,
     settings: SettingsDep,
 ) -> Response:
     """Optimisation history, parallel coordinates or parameter importances (Optuna's plots)."""
-    png = searches.search_plot(settings.database, load_search(session, search_id), kind)
+    png = searches.search_plot(settings.database, search, kind)
     return Response(png, media_type="image/png")
 
 
@@ -93,8 +85,7 @@ def search_plot(
     dependencies=[TokenDep],
     responses=errors(409),
 )
-def cancel_search(search_id: RowId, session: SessionDep, settings: SettingsDep) -> SearchPublic:
-    search = load_search(session, search_id)
+def cancel_search(search: SearchDep, session: SessionDep, settings: SettingsDep) -> SearchPublic:
     stopped = searches.cancel_search(session=session, search=search)
     session.commit()
     searches.tell_cancelled(settings.database, search, stopped)
