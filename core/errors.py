@@ -14,9 +14,17 @@ from pydantic import ValidationError
 
 
 class UserError(ValueError):
-    """Input the user must fix. `str(error)` is the whole message; `field` a dotted path."""
+    """Input the user must fix. `str(error)` is the whole message; `field` a dotted path.
+
+    A kind names its HTTP status in its class line: `class NotFound(UserError, status_code=404)`;
+    a kind that names none keeps its parent's."""
 
     status_code: ClassVar[int] = 422
+
+    def __init_subclass__(cls, status_code: int | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if status_code is not None:
+            cls.status_code = status_code
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -39,42 +47,36 @@ class SpecError(InvalidInput):
         self.message = message
 
 
-class BadRequest(UserError):
-    """A request the server cannot parse: malformed upload, unexpected form field (400)."""
-
-    status_code = 400
+class BadRequest(UserError, status_code=400):
+    """A request the server cannot parse: malformed upload, unexpected form field."""
 
 
-class Unauthorized(UserError):
-    status_code = 401
+class Unauthorized(UserError, status_code=401):
+    """No bearer token, or one the server does not know."""
 
 
-class Forbidden(UserError):
-    status_code = 403
+class Forbidden(UserError, status_code=403):
+    """Understood and authenticated, but not allowed."""
 
 
-class NotFound(UserError):
-    status_code = 404
+class NotFound(UserError, status_code=404):
+    """An id or name that names nothing (a job, a dataset, a search, a file)."""
 
 
-class Conflict(UserError):
-    """Valid, but not now: the resource is in the wrong state (409)."""
-
-    status_code = 409
+class Conflict(UserError, status_code=409):
+    """Valid, but not now: the resource is in the wrong state."""
 
 
-class PayloadTooLarge(UserError):
-    status_code = 413
+class PayloadTooLarge(UserError, status_code=413):
+    """A body, archive or image over one of the size limits."""
 
 
-class UnsupportedMediaType(UserError):
-    status_code = 415
+class UnsupportedMediaType(UserError, status_code=415):
+    """A content type the endpoint does not take."""
 
 
-class Unavailable(UserError):
-    """A service the request needs (the broker, the database) is down: try again later (503)."""
-
-    status_code = 503
+class Unavailable(UserError, status_code=503):
+    """A service the request needs (the broker, the database) is down: try again later."""
 
 
 # Where FastAPI puts a value; users think in their own field names, not "body.x".

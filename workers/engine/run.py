@@ -419,48 +419,35 @@ def _ensure_bundle(
     source = file_event(out_dir / BEST, "best", best.epoch).sha256
     if bundle_source(out_dir / BUNDLE) != source:
         events.before_write()
-        _export_bundle(spec, prepared, best, out_dir, num_parameters, gflops, source)
+        # Read back from best.pt (the model in memory is the last epoch's), their moving
+        # average where there is one: that is what was evaluated.
+        model = _build(spec, len(prepared.class_names), weights=best_weights(out_dir / BEST))
+        save_bundle(
+            out_dir / BUNDLE,
+            model,
+            architecture=spec.architecture.model_dump(mode="json"),
+            class_names=prepared.class_names,
+            preprocessing={
+                "image_size": prepared.image_size,
+                "resize_size": prepared.resize_size,
+                "mean": list(IMAGENET_MEAN),
+                "std": list(IMAGENET_STD),
+            },
+            metadata={
+                "best_epoch": best.epoch,
+                "val_accuracy": best.val_accuracy,
+                "val_loss": best.val_loss,
+                "num_parameters": num_parameters,
+                "gflops": gflops,
+                "dataset_fingerprint": prepared.fingerprint,
+                "split_id": prepared.split_id,
+                "checkpoint_sha256": source,
+                "hyperparameters": spec.hyperparameters.model_dump(mode="json"),
+            },
+        )
         pause_point("bundle_saved", best.epoch)
     events.on_checkpoint(file_event(out_dir / BUNDLE, "bundle", best.epoch))
     pause_point("bundle_recorded", best.epoch)
-
-
-def _export_bundle(
-    spec: TrainSpec,
-    prepared: PreparedData,
-    best: EpochMetrics,
-    out_dir: Path,
-    num_parameters: int,
-    gflops: float,
-    source_sha256: str,
-) -> None:
-    """The best weights as an inference bundle (read back from best.pt: the model in memory
-    is the last epoch's), their moving average where there is one: that is what was
-    evaluated."""
-    model = _build(spec, len(prepared.class_names), weights=best_weights(out_dir / BEST))
-    save_bundle(
-        out_dir / BUNDLE,
-        model,
-        architecture=spec.architecture.model_dump(mode="json"),
-        class_names=prepared.class_names,
-        preprocessing={
-            "image_size": prepared.image_size,
-            "resize_size": prepared.resize_size,
-            "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
-        },
-        metadata={
-            "best_epoch": best.epoch,
-            "val_accuracy": best.val_accuracy,
-            "val_loss": best.val_loss,
-            "num_parameters": num_parameters,
-            "gflops": gflops,
-            "dataset_fingerprint": prepared.fingerprint,
-            "split_id": prepared.split_id,
-            "checkpoint_sha256": source_sha256,
-            "hyperparameters": spec.hyperparameters.model_dump(mode="json"),
-        },
-    )
 
 
 def score_test(
