@@ -6,13 +6,19 @@ imported as `from tests.support import ...`. Folder conftests keep only what is 
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +44,31 @@ def make_settings(home: Path, **overrides: object) -> Settings:
 
 
 def migrated_settings(home: Path, **overrides: object) -> Settings:
+    """make_settings, its database at the head revision. The embedded SQLite database is a
+    copy of one migrated once per test process (running the migrations took most of a fast
+    test's time); any other database is upgraded in place."""
     settings = make_settings(home, **overrides)
-    upgrade(settings.database)
+    if settings.database_url:
+        upgrade(settings.database)
+    else:
+        copy_sqlite(_migrated_sqlite(), Path(settings.database.removeprefix("sqlite:///")))
     return settings
+
+
+@functools.cache
+def _migrated_sqlite() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="foodlab-migrated-"))
+    atexit.register(shutil.rmtree, folder, True)
+    path = folder / "foodlab.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+def copy_sqlite(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite database (its WAL included), by SQLite's backup API."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
 
 
 def client_for(settings: Settings, model_server: Any = None) -> TestClient:

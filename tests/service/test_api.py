@@ -13,7 +13,7 @@ from core import repository as repo
 from core.db import session_scope
 from core.settings import Settings
 from core.specs import EpochMetrics
-from tests.support import client_for, make_settings
+from tests.support import client_for, make_settings, migrated_settings
 
 
 def upload(client: TestClient, data: bytes, name: str = "dishes.zip", **headers: str):
@@ -127,24 +127,17 @@ def test_non_zip_upload_is_refused(client: TestClient) -> None:
 
 
 def test_upload_over_the_limit_is_413(tmp_path: Path, synth_zip: Path) -> None:
-    small = make_settings(tmp_path, max_upload_bytes=1000)
-    from core.migrate import upgrade
-
-    upgrade(small.database)
+    small = migrated_settings(tmp_path, max_upload_bytes=1000)
     with client_for(small) as client:
         response = upload(client, synth_zip.read_bytes())
     assert response.status_code == 413 and response.json()["field"] == "file"
 
 
 def test_folder_registration_stays_under_the_root(tmp_path: Path, synth_folder: Path) -> None:
-    from core.migrate import upgrade
-
-    disabled = make_settings(tmp_path / "a")
-    upgrade(disabled.database)
+    disabled = migrated_settings(tmp_path / "a")
     with client_for(disabled) as client:
         assert client.post("/datasets/register", json={"path": "x"}).status_code == 403
-    rooted = make_settings(tmp_path / "b", datasets_root=synth_folder.parent)
-    upgrade(rooted.database)
+    rooted = migrated_settings(tmp_path / "b", datasets_root=synth_folder.parent)
     with client_for(rooted) as client:
         escape = client.post("/datasets/register", json={"path": "../../etc"})
         assert escape.status_code == 403 and escape.json()["field"] == "path"
@@ -291,10 +284,7 @@ def test_metrics_as_json_and_csv(client: TestClient, dataset_id: int, settings: 
 
 
 def test_tokens_guard_mutating_endpoints(tmp_path: Path, synth_zip: Path) -> None:
-    from core.migrate import upgrade
-
-    guarded = make_settings(tmp_path, api_tokens="s3cret,other")
-    upgrade(guarded.database)
+    guarded = migrated_settings(tmp_path, api_tokens="s3cret,other")
     with client_for(guarded) as client:
         missing = upload(client, synth_zip.read_bytes())
         assert missing.status_code == 401 and missing.json()["field"] == "authorization"
@@ -315,15 +305,12 @@ def test_architectures_are_listed_with_costs(client: TestClient) -> None:
 
 
 def test_zip_bomb_is_refused_by_unpacked_size(tmp_path: Path) -> None:
-    from core.migrate import upgrade
-
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("a/1.jpg", b"\0" * 5_000_000)  # 5 MB of zeros packs into ~5 KB
         archive.writestr("b/1.jpg", b"x")
     assert len(buffer.getvalue()) < 50_000
-    limited = make_settings(tmp_path, max_unpacked_bytes=1_000_000)
-    upgrade(limited.database)
+    limited = migrated_settings(tmp_path, max_unpacked_bytes=1_000_000)
     with client_for(limited) as client:
         response = upload(client, buffer.getvalue())
     assert response.status_code == 422

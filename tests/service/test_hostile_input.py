@@ -12,10 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from core.migrate import upgrade
 from core.settings import Settings
 from tests.service.malformed_zips import MALFORMED, jpeg_bytes
-from tests.support import client_for, make_settings
+from tests.support import client_for, migrated_settings
 
 EXPECTED_WORDS = {
     "file then folder": "both a file and a folder",
@@ -102,8 +101,7 @@ def test_images_too_long_or_too_flat_are_skipped_at_registration(client: TestCli
 
 
 def test_the_upload_limit_refuses_before_storing_and_leaves_nothing(tmp_path: Path) -> None:
-    small = make_settings(tmp_path, max_upload_bytes=1000)
-    upgrade(small.database)
+    small = migrated_settings(tmp_path, max_upload_bytes=1000)
     with client_for(small) as client:
         response = upload(client, b"x" * 300_000)
     assert response.status_code == 413 and response.json()["field"] == "file"
@@ -112,8 +110,7 @@ def test_the_upload_limit_refuses_before_storing_and_leaves_nothing(tmp_path: Pa
 
 @pytest.fixture
 def guarded(tmp_path: Path) -> TestClient:
-    settings = make_settings(tmp_path, api_tokens="s3cret")
-    upgrade(settings.database)
+    settings = migrated_settings(tmp_path, api_tokens="s3cret")
     with client_for(settings) as client:
         yield client
 
@@ -210,8 +207,7 @@ def test_pretrained_weights_are_names_in_the_weights_root(tmp_path: Path, where:
     weights = tmp_path / "weights"
     weights.mkdir()
     (weights / "imagenet.pth").write_bytes(b"not checked here")
-    settings = make_settings(tmp_path / "home", weights_root=weights)
-    upgrade(settings.database)
+    settings = migrated_settings(tmp_path / "home", weights_root=weights)
 
     def create(name: str):
         hyper = {"pretrained_weights": name} if where == "hyperparameters" else {}
@@ -251,8 +247,7 @@ def test_without_a_weights_root_no_pretrained_weights_are_accepted(client: TestC
 
 
 def rooted_client(tmp_path: Path, root: Path) -> TestClient:
-    settings = make_settings(tmp_path / "home", datasets_root=root)
-    upgrade(settings.database)
+    settings = migrated_settings(tmp_path / "home", datasets_root=root)
     return client_for(settings)
 
 
