@@ -194,17 +194,25 @@ def evaluate(
     *,
     num_classes: int,
     runtime: Runtime,
+    pad_to: int | None = None,
 ) -> EvalStats:
     """Mean cross-entropy (no label smoothing, so runs with different smoothing compare),
     accuracy and confusion matrix. Counts stay on the device until the end: the confusion
-    matrix grows by index_add_, which (unlike bincount) never waits for the device."""
+    matrix grows by index_add_, which (unlike bincount) never waits for the device.
+
+    `pad_to`: a shorter (last) batch is padded to this size with copies of its first image
+    and the extra outputs dropped, so a compiled model sees one shape (in eval mode each
+    image's output is independent of the others')."""
     model.eval()
     loss_sum = torch.zeros((), device=runtime.device)
     confusion = torch.zeros(num_classes * num_classes, device=runtime.device, dtype=torch.long)
     for images, labels in batches:
         labels = labels.to(runtime.device, non_blocking=True)
+        size = len(labels)
+        if pad_to is not None and size < pad_to:
+            images = torch.cat([images, images[:1].expand(pad_to - size, *images.shape[1:])])
         with runtime.autocast():
-            logits = model(prepare(images))
+            logits = model(prepare(images))[:size]
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
         pairs = labels * num_classes + logits.argmax(dim=1)
         confusion.index_add_(0, pairs, torch.ones_like(pairs))

@@ -212,6 +212,7 @@ def _run_epochs(
             transform,
             num_classes=num_classes,
             runtime=runtime,
+            pad_to=hp.eval_batch_size if step.model is not step.base_model else None,
         )
         metrics = _epoch_metrics(epoch, stats, scores, history, prepared.class_names, clock)
         history.append(metrics)
@@ -339,7 +340,7 @@ def _training_objects(
     if hp.ema_epochs is not None:
         ema = WeightEma(model, ema_decay(hp.ema_epochs, steps_per_epoch))
     return TrainStep(
-        model=cast(nn.Module, torch.compile(model)) if hp.compile else model,
+        model=compiled(model) if hp.compile else model,
         base_model=model,
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, hp, steps_per_epoch),
@@ -349,6 +350,21 @@ def _training_objects(
         runtime=runtime,
         ema=ema,
     )
+
+
+def compiled(model: nn.Module) -> nn.Module:
+    """`model` under torch.compile, with Dynamo's caches emptied first.
+
+    Compiled code is cached per Python function (ResNet.forward is shared by every network),
+    and each job adds its own entries (training and evaluation graphs, each network and image
+    size); in a long-lived worker the cache reached `recompile_limit` after three jobs and the
+    fourth ran uncompiled, with only a warning. A worker runs one job at a time, so nothing
+    of an earlier job's compiled code is needed any more. Shapes are kept static instead of
+    dynamic: training drops the short last batch and evaluation pads its last one
+    (`evaluate(pad_to=)`), so each job compiles exactly two graphs.
+    """
+    torch._dynamo.reset()
+    return cast(nn.Module, torch.compile(model))
 
 
 def _checkpoint_state(
