@@ -24,10 +24,15 @@ def test_training_never_reads_a_test_image_and_the_stored_score_is_the_best_chec
     scoring = [False]
     rows_read = {False: set(), True: set()}  # by whether the final test scoring was running
     read_batch = engine_data._BatchReader.__getitem__
+    read_ahead = engine_data._BatchReader.read_into  # the reader thread's way in
 
     def spying_read(reader, index):  # noqa: ANN001, ANN202 - the patched method's signature
         rows_read[scoring[0]].update(reader.subset.rows[reader.plan[index]].tolist())
         return read_batch(reader, index)
+
+    def spying_read_ahead(reader, index, slot):  # noqa: ANN001, ANN202
+        rows_read[scoring[0]].update(reader.subset.rows[reader.plan[index]].tolist())
+        return read_ahead(reader, index, slot)
 
     score_test = engine_run.score_test
 
@@ -39,6 +44,7 @@ def test_training_never_reads_a_test_image_and_the_stored_score_is_the_best_chec
             scoring[0] = False
 
     monkeypatch.setattr(engine_data._BatchReader, "__getitem__", spying_read)
+    monkeypatch.setattr(engine_data._BatchReader, "read_into", spying_read_ahead)
     monkeypatch.setattr(engine_run, "score_test", flagged_score_test)
     spec = tiny_spec(test_fraction=0.25, early_stopping_patience=1, epochs=3)
     result = train(spec, synth_data, runs / "run", cache_dir=tmp_path / "cache")

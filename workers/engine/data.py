@@ -6,9 +6,12 @@ that happens on tensors in `augment.BatchTransform`, on the training device.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import queue
+import threading
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -27,6 +30,9 @@ from models.preprocess import default_resize_size
 
 from .augment import center_offset
 from .image_cache import open_image_cache
+
+# Batches the reader thread keeps ready ahead of the training thread (0: read on it).
+PREFETCH_DEPTH = 2
 
 
 def cached_square_size(image_size: int) -> int:
@@ -137,19 +143,141 @@ class _BatchReader(Dataset):
     def __len__(self) -> int:
         return len(self.plan)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _source(self) -> np.ndarray:
+        """The cached squares, or (validation and un-augmented training never need the
+        border) a view of their centres."""
         if self._images is None:
             self._images = np.load(self.cache_file, mmap_mode="r")
-        positions = self.plan[index]
-        rows = self.subset.rows[positions]
         if self.crop is None:
-            pixels = self._images[rows]
-        else:  # validation and un-augmented training never need the border
-            top = center_offset(self._images.shape[1], self.crop)
-            pixels = self._images[rows, top : top + self.crop, top : top + self.crop]
+            return self._images
+        top = center_offset(self._images.shape[1], self.crop)
+        return self._images[:, top : top + self.crop, top : top + self.crop]
+
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self._source().shape[1:])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = self.plan[index]
+        pixels = self._source()[self.subset.rows[positions]]
         return torch.from_numpy(np.ascontiguousarray(pixels)), torch.from_numpy(
             self.subset.labels[positions]
         )
+
+    def read_into(self, index: int, slot: _Slot) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch `index` written into `slot`'s buffers (the same bytes as `self[index]`)."""
+        positions = self.plan[index]
+        size = len(positions)
+        source, out = self._source(), slot.images[:size].numpy()
+        for i, row in enumerate(self.subset.rows[positions]):  # one memcpy per image
+            out[i] = source[row]
+        slot.labels[:size].copy_(torch.from_numpy(self.subset.labels[positions]))
+        return slot.images[:size], slot.labels[:size]
+
+
+@dataclass
+class _Slot:
+    """Host buffers for one batch, reused from batch to batch."""
+
+    images: torch.Tensor  # (max batch, *image shape) uint8; pinned when batches go to a GPU
+    labels: torch.Tensor  # (max batch,) int64
+    copied: torch.cuda.Event | None = field(default=None)  # the copies out of it are done
+
+
+class BatchBuffers:
+    """The slots of a run, kept across epochs: pinning memory is slow (the driver maps it),
+    so each (shape, batch size) is pinned once. Pinned only when CUDA is the device: on the
+    CPU pinning buys nothing."""
+
+    def __init__(self, *, pin: bool) -> None:
+        self.pin = pin
+        self._free: dict[tuple[int, ...], list[_Slot]] = {}
+
+    def take(self, count: int, batch: int, shape: tuple[int, ...]) -> list[_Slot]:
+        kept = self._free.pop((batch, *shape), [])
+        while len(kept) < count:
+            kept.append(
+                _Slot(
+                    torch.empty((batch, *shape), dtype=torch.uint8, pin_memory=self.pin),
+                    torch.empty(batch, dtype=torch.int64, pin_memory=self.pin),
+                )
+            )
+        return kept
+
+    def give(self, slots: list[_Slot], batch: int, shape: tuple[int, ...]) -> None:
+        self._free[(batch, *shape)] = slots
+
+
+_END = object()
+
+
+@dataclass
+class _Failed:
+    error: BaseException
+
+
+def _prefetched(
+    reader: _BatchReader, depth: int, buffers: BatchBuffers
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of `reader`, read by a background thread up to `depth` batches ahead of
+    the training thread into reused buffers. A batch's buffers are handed back when the
+    next batch is asked for; with CUDA, an event recorded then tells the reader when the
+    (non-blocking) copies out of them have run, before it overwrites them. An error in the
+    reader is raised here; closing the generator (end, error, cancel) stops the thread."""
+    batch = max(len(positions) for positions in reader.plan)
+    shape = reader.image_shape()
+    slots = buffers.take(depth + 2, batch, shape)  # depth queued, one in use, one filling
+    free: queue.Queue[_Slot | None] = queue.Queue()
+    for slot in slots:
+        free.put(slot)
+    ready: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for index in range(len(reader)):
+                slot = free.get()
+                if slot is None or stop.is_set():
+                    return
+                if slot.copied is not None:
+                    slot.copied.synchronize()
+                if not put((slot, reader.read_into(index, slot))):
+                    return
+            put(_END)
+        except BaseException as exc:  # noqa: BLE001 - raised on the training thread
+            put(_Failed(exc))
+
+    thread = threading.Thread(target=work, name="batch-reader", daemon=True)
+    thread.start()
+    in_use: _Slot | None = None
+    try:
+        while True:
+            item = ready.get()
+            if in_use is not None:  # the training thread is done with the previous batch
+                if buffers.pin:
+                    in_use.copied = torch.cuda.Event()
+                    in_use.copied.record()
+                free.put(in_use)
+                in_use = None
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            in_use, batch_tensors = cast(tuple[_Slot, tuple[torch.Tensor, torch.Tensor]], item)
+            yield batch_tensors
+    finally:
+        stop.set()
+        free.put(None)  # wakes a reader waiting for a slot
+        thread.join()
+        buffers.give(slots, batch, shape)
 
 
 def batch_plan(size: int, batch_size: int, generator: torch.Generator | None) -> list[np.ndarray]:
@@ -177,12 +305,18 @@ def iterate_batches(
     num_workers: int,
     pin_memory: bool,
     source: Path | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 NHWC images, int64 labels) per planned batch, read ahead by worker processes.
+    buffers: BatchBuffers | None = None,
+) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
+    """Yield (uint8 NHWC images, int64 labels) per planned batch, read ahead of the training
+    thread: by a reader thread into `buffers` (reused; the batches are valid until the next
+    one is asked for), or by `num_workers` worker processes.
 
-    The plan is fixed before reading, so the batches are the same for any number of workers.
+    The plan is fixed before reading, so the batches are the same either way.
     """
     reader = _BatchReader(source or data.cache_file, subset, plan, crop)
+    if num_workers == 0 and buffers is not None and PREFETCH_DEPTH > 0 and plan:
+        yield from _prefetched(reader, PREFETCH_DEPTH, buffers)
+        return
     loader = DataLoader(
         reader,
         batch_size=None,

@@ -11,6 +11,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterable
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -53,7 +54,7 @@ from .checkpoints import (
     restore_rng_state,
     rng_state,
 )
-from .data import PreparedData, batch_plan, iterate_batches, prepare_data
+from .data import BatchBuffers, PreparedData, batch_plan, iterate_batches, prepare_data
 from .ema import WeightEma, ema_decay
 from .loop import EvalStats, TrainStats, TrainStep, best_details, evaluate, train_one_epoch
 from .optim import build_optimizer, build_scheduler
@@ -178,11 +179,13 @@ def _run_epochs(
         regularisers=Regularisers(hp.random_erasing, hp.mixup_alpha, hp.cutmix_alpha),
     )
     num_classes = len(prepared.class_names)
+    # Batches are read by a thread into reused buffers (pinned for a GPU) ahead of training.
     read = partial(
         iterate_batches,
         prepared,
         num_workers=hp.num_workers,
         pin_memory=runtime.device.type == "cuda",
+        buffers=BatchBuffers(pin=runtime.device.type == "cuda"),
     )
     train_crop = None if transform.needs_full_image else hp.image_size
     train_source = prepared.train_source_file if transform.needs_full_image else None
@@ -196,24 +199,22 @@ def _run_epochs(
         plan = batch_plan(len(prepared.train), hp.batch_size, generator)
         clock = EpochClock()
         prepare = partial(transform.train_batch, num_classes=num_classes, generator=generator)
-        stats = train_one_epoch(
-            step,
-            read(prepared.train, plan, crop=train_crop, source=train_source),
-            prepare,
-            epoch=epoch,
-            total_batches=len(plan),
-            callbacks=events,
-        )
+        # closing(): a cancelled epoch stops its reader thread at once.
+        with closing(read(prepared.train, plan, crop=train_crop, source=train_source)) as batches:
+            stats = train_one_epoch(
+                step, batches, prepare, epoch=epoch, total_batches=len(plan), callbacks=events
+            )
         if stats is None:
             return "cancelled", trained
-        scores = evaluate(
-            step.eval_model,
-            read(prepared.val, val_plan, crop=hp.image_size),
-            transform,
-            num_classes=num_classes,
-            runtime=runtime,
-            pad_to=hp.eval_batch_size if step.model is not step.base_model else None,
-        )
+        with closing(read(prepared.val, val_plan, crop=hp.image_size)) as batches:
+            scores = evaluate(
+                step.eval_model,
+                batches,
+                transform,
+                num_classes=num_classes,
+                runtime=runtime,
+                pad_to=hp.eval_batch_size if step.model is not step.base_model else None,
+            )
         metrics = _epoch_metrics(epoch, stats, scores, history, prepared.class_names, clock)
         history.append(metrics)
         trained = True
