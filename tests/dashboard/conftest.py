@@ -54,11 +54,14 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
-    """Two `foodlab up`: an open one and one with API tokens, booting side by side."""
+    """`foodlab up` (API and worker) and, booting beside it, an API with tokens for the token
+    test (`foodlab api`: that test trains nothing, and a second worker would only take CPU)."""
     folder = tmp_path_factory.mktemp("dashboard-up")
     started = {
         "open": Server(folder / "open", folder / "open.log"),
-        "locked": Server(folder / "locked", folder / "locked.log", FOODLAB_API_TOKENS=TOKEN),
+        "locked": Server(
+            folder / "locked", folder / "locked.log", command="api", FOODLAB_API_TOKENS=TOKEN
+        ),
     }
     try:
         yield started

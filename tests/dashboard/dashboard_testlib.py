@@ -41,9 +41,10 @@ def free_port() -> int:
 
 class Server:
     """`foodlab up` (API and one worker, embedded SQLite and filesystem broker) in its own
-    process group, so stopping it takes the worker too."""
+    process group, so stopping it takes the worker too; `command="api"` for the API alone."""
 
-    def __init__(self, home: Path, log: Path, **env: str) -> None:
+    def __init__(self, home: Path, log: Path, command: str = "up", **env: str) -> None:
+        self.command = command
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.home = home
@@ -61,7 +62,7 @@ class Server:
             **env,
         )
         self.process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("foodlab")), "up", "--port", str(self.port)],
+            [str(Path(sys.executable).with_name("foodlab")), command, "--port", str(self.port)],
             cwd=REPO,
             env=environment,
             stdout=log.open("ab"),
@@ -71,7 +72,9 @@ class Server:
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def wait_ready(self, timeout: float = 90) -> None:
-        wait_until(self._ready, timeout, f"foodlab up at {self.url}", [self.log])
+        wait_until(self._ready, timeout, f"foodlab {self.command} at {self.url}", [self.log])
+        if self.command != "up":
+            return  # no jobs pages there: the architectures are not needed
         # The first GET /architectures builds every network to count its FLOPs (many seconds
         # on a busy machine); ask now, in the background, as a browser opening the jobs page
         # would, so the new-job form is not waiting for it later.
@@ -84,7 +87,7 @@ class Server:
 
     def _ready(self) -> bool:
         if self.process.poll() is not None:
-            raise AssertionError(f"foodlab up exited:\n{self.log.read_text()[-3000:]}")
+            raise AssertionError(f"foodlab {self.command} exited:\n{self.log.read_text()[-3000:]}")
         try:
             return self.http.get("/readyz").status_code == 200
         except httpx.TransportError:
