@@ -6,7 +6,9 @@ its licence under static/vendor/) are served from the package itself.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -43,7 +45,13 @@ NAVIGATION = (
 )
 
 
-def _page(request: Request, settings: SettingsDep, page: str, **context: object) -> HTMLResponse:
+def _page(
+    request: Request,
+    settings: SettingsDep,
+    page: str,
+    prefetch: list[str] | None = None,
+    **context: object,
+) -> HTMLResponse:
     config = {
         "tokens_required": bool(settings.tokens),
         "register_enabled": settings.datasets_root is not None,
@@ -53,8 +61,57 @@ def _page(request: Request, settings: SettingsDep, page: str, **context: object)
     return templates.TemplateResponse(
         request,
         f"{page}.html",
-        {"page": page, "navigation": NAVIGATION, "config": config, "modules": MODULES[page]},
+        {
+            "page": page,
+            "navigation": NAVIGATION,
+            "config": config,
+            "modules": MODULES[page],
+            "prefetch": prefetch or [],
+        },
     )
+
+
+# --- what a page asks the API for first, asked for before its modules have loaded -----------
+# base.html fetches these paths at once and api.js's getJson takes the answer of the same path:
+# the requests travel while the scripts load instead of after. Each path must be the string the
+# page's module builds; one that differs is only fetched twice, never answered wrongly.
+
+_PLAIN_NUMBER = re.compile(r"[0-9]{1,9}")
+
+
+def _form_value(value: str) -> str:
+    """As URLSearchParams writes a value (space as +, all but [A-Za-z0-9*-._] escaped)."""
+    return quote(value, safe="*-._ ").replace(" ", "+")
+
+
+def jobs_page_requests(query: dict[str, str]) -> list[str]:
+    """jobs.js: readState() and queryString() for GET /jobs, and its lookups."""
+    lookups = ["/datasets?limit=500", "/architectures", "/hyperparameters"]
+    limit, offset = query.get("limit", ""), query.get("offset", "")
+    if any(value and not _PLAIN_NUMBER.fullmatch(value) for value in (limit, offset)):
+        return lookups  # Number() of it is for the page to work out
+    state = {
+        "status": query.get("status", ""),
+        "architecture": query.get("architecture", ""),
+        "dataset_id": query.get("dataset_id", ""),
+        "sort": query.get("sort") or "-id",
+        "limit": str(int(limit) or 50) if limit else "50",
+        "offset": str(int(offset)) if offset else "0",
+    }
+    listing = "&".join(f"{key}={_form_value(value)}" for key, value in state.items() if value)
+    return [f"/jobs?{listing}", *lookups]
+
+
+def compare_page_requests(query: dict[str, str]) -> list[str]:
+    """compare.js's load(): GET /compare and GET /compare/metrics of the jobs in the address."""
+    ids = ",".join(part.strip() for part in query.get("jobs", "").split(",") if part.strip())
+    if not ids:
+        return []
+    baseline = query.get("baseline", "")
+    return [
+        f"/compare?jobs={ids}" + (f"&baseline={baseline}" if baseline else ""),
+        f"/compare/metrics?jobs={ids}",
+    ]
 
 
 @root_router.get("/")
@@ -64,7 +121,8 @@ def root() -> RedirectResponse:
 
 @router.get("/", response_class=HTMLResponse)
 def jobs_page(request: Request, settings: SettingsDep) -> HTMLResponse:
-    return _page(request, settings, "jobs")
+    prefetch = jobs_page_requests(dict(request.query_params))
+    return _page(request, settings, "jobs", prefetch=prefetch)
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
@@ -74,7 +132,8 @@ def job_page(request: Request, settings: SettingsDep, job_id: int) -> HTMLRespon
 
 @router.get("/compare", response_class=HTMLResponse)
 def compare_page(request: Request, settings: SettingsDep) -> HTMLResponse:
-    return _page(request, settings, "compare")
+    prefetch = compare_page_requests(dict(request.query_params))
+    return _page(request, settings, "compare", prefetch=prefetch)
 
 
 @router.get("/datasets", response_class=HTMLResponse)

@@ -240,6 +240,8 @@ def test_every_page_loads_without_errors_or_remote_requests(
         page.goto(server.url + path.format(first=finished_pair[1], ids=ids))
         page.wait_for_load_state("networkidle")
         assert page.locator("h1").count() == 1
+        # What the head asked for early, the page's module took (the same paths, not twice).
+        assert page.evaluate("Object.keys(window.foodlabEarly || {})") == [], name
         shot(watched, screenshots, f"page-{name}")
     assert watched.requests, "the pages requested nothing?"
     watched.assert_clean()

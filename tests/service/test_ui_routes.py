@@ -6,6 +6,7 @@ What the pages do in a browser is in tests/dashboard (real Chromium against `foo
 from __future__ import annotations
 
 import io
+import json
 import tomllib
 from contextlib import closing
 from pathlib import Path, PurePosixPath
@@ -39,6 +40,46 @@ def test_every_page_is_html_with_its_module_and_no_remote_resource(
     page = "job" if path.startswith("/ui/jobs/") else page
     assert f'src="/ui/static/js/{page}.js"' in response.text
     assert "http://" not in response.text and "https://" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("query", "first"),
+    [
+        ("", "/jobs?sort=-id&limit=50&offset=0"),
+        (
+            "?status=running&sort=id&limit=0&offset=050",
+            "/jobs?status=running&sort=id&limit=50&offset=50",
+        ),
+        (
+            "?architecture=se resnet&new=1",
+            "/jobs?architecture=se+resnet&sort=-id&limit=50&offset=0",
+        ),
+        ("?limit=1e2", "/datasets?limit=500"),  # Number("1e2") is the page's to work out
+    ],
+)
+def test_the_jobs_page_asks_for_its_first_answers_before_its_modules_load(
+    client: TestClient, query: str, first: str
+) -> None:
+    """The paths jobs.js builds (readState, queryString), started from the page's head."""
+    requested = prefetched(client.get(f"/ui/{query}").text)
+    assert requested[0] == first
+    assert requested[-3:] == ["/datasets?limit=500", "/architectures", "/hyperparameters"]
+
+
+def test_the_compare_page_asks_for_both_answers_before_its_modules_load(client: TestClient) -> None:
+    assert prefetched(client.get("/ui/compare?jobs= 3, 1,,2").text) == [
+        "/compare?jobs=3,1,2",
+        "/compare/metrics?jobs=3,1,2",
+    ]
+    assert prefetched(client.get("/ui/compare?jobs=3,1&baseline=1").text)[0] == (
+        "/compare?jobs=3,1&baseline=1"
+    )
+    assert "foodlabEarly" not in client.get("/ui/compare").text  # no jobs: nothing to ask
+
+
+def prefetched(html: str) -> list[str]:
+    listed = html.split("for (const path of ", 1)[1].split(")", 1)[0]
+    return json.loads(listed)
 
 
 def test_static_files_and_the_vendored_chart_library_are_served(client: TestClient) -> None:

@@ -35,6 +35,14 @@ async function parse(response) {
   return type.includes("json") ? response.json() : response.text();
 }
 
+// A request the page's head started before the modules loaded (base.html), taken once: a
+// later call of the same path (polling) asks the API again.
+function early(method, path) {
+  const started = method === "GET" && window.foodlabEarly && window.foodlabEarly[path];
+  if (started) delete window.foodlabEarly[path];
+  return started;
+}
+
 // fetch() for the API: JSON in and out; throws ApiError with the API's own message.
 export async function api(path, { method = "GET", json, form } = {}) {
   const headers = authHeaders(method);
@@ -43,7 +51,7 @@ export async function api(path, { method = "GET", json, form } = {}) {
     headers["content-type"] = "application/json";
     body = JSON.stringify(json);
   }
-  const response = await fetch(path, { method, headers, body });
+  const response = await (early(method, path) || fetch(path, { method, headers, body }));
   const data = await parse(response);
   if (!response.ok) throw failure(response.status, data);
   return { data, response };
@@ -96,7 +104,9 @@ export function markRendered() {
 export const percent = (value, digits = 1) => value == null ? "–" : `${(100 * value).toFixed(digits)}%`;
 export const number = (value, digits = 3) => value == null ? "–" : Number(value).toFixed(digits);
 export const millions = (value) => value == null ? "–" : `${(value / 1e6).toFixed(2)}M`;
-export const when = (iso) => iso ? new Date(iso).toLocaleString([], { dateStyle: "short", timeStyle: "short" }) : "–";
+// One formatter for every date: toLocaleString builds a new one per call (two per table row).
+const shortDateTime = new Intl.DateTimeFormat([], { dateStyle: "short", timeStyle: "short" });
+export const when = (iso) => iso ? shortDateTime.format(new Date(iso)) : "–";
 export function duration(seconds) {
   if (seconds == null) return "–";
   const s = Math.round(seconds);
