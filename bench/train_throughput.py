@@ -17,8 +17,16 @@ auto on a CPU with native bf16) the bare loop runs in bf16 too, and a float32 ba
 (a32) joins the turns: (c)/(a) >= 0.9 and (c)/(a32) >= 1.35.
 
 On CUDA the defaults switch to 224x224, bf16 autocast, channels_last and `standard`
-augmentation (run on the GPU by the engine), and the report adds the share of time the GPU
-waits for data, estimated as 1 - (c)/(a): the bare loop never waits.
+augmentation (run on the GPU by the engine).
+
+Waiting for data, `--sizes 64,224 --batches 32,256 [--compile]` (a separate report, one row
+per size and batch): (c) the engine as it runs, against (p) the very same engine (same
+augmentation, gradient norms, tallies and syncs) fed batches already read into host memory
+(pinned on CUDA) before each epoch starts, and (a) the bare loop. The share of time waiting
+for data is 1 - (c)/(p): the only difference between the two is where batches come from.
+1 - (c)/(a), which the report gave before, counted augmentation, gradient norms and syncs as
+waiting. `--synth N` trains on N generated photos per class (demo.dishes) instead of --data,
+so that batch 256 has enough steps per epoch.
 
 Images/second count the training phase only (data loading included, evaluation and
 checkpoints excluded): the median over epochs, skipping the first (warm-up: allocator,
@@ -111,6 +119,15 @@ def parse_args() -> argparse.Namespace:
         help="photos whose image-cache build is timed at 64 and 224 px",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--name", default="train_throughput", help="report file names: NAME.json, NAME.md"
+    )
+    parser.add_argument("--sizes", help="comma-separated image sizes: the data-wait report")
+    parser.add_argument("--batches", help="comma-separated batch sizes: the data-wait report")
+    parser.add_argument("--compile", action="store_true", help="torch.compile (data-wait report)")
+    parser.add_argument(
+        "--synth", type=int, default=0, help="generated photos per class instead of --data"
+    )
     return parser.parse_args()
 
 
@@ -340,9 +357,9 @@ def conditions(args: argparse.Namespace, runtime: Runtime) -> dict[str, object]:
     }
 
 
-def write_report(report: dict[str, object], out: Path) -> None:
+def write_report(report: dict[str, object], out: Path, name: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     ips, ratios, cond = report["images_per_second"], report["ratios"], report["conditions"]
     lines = [
         "# Training throughput (bench/train_throughput.py)",
@@ -397,15 +414,132 @@ def write_report(report: dict[str, object], out: Path) -> None:
             f"{b['cores_busy']:.2f} | {b['decode_threads']} |"
             for size, b in report["cache_builds"].items()
         ]
-    if "gpu_data_wait_share" in report:
-        lines.append(f"Share of GPU time waiting for data: {report['gpu_data_wait_share']:.1%}.")
-    (out / "train_throughput.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+def preloaded(batches: list[tuple[torch.Tensor, torch.Tensor]]):  # noqa: ANN201
+    """Batches already in memory, served as iterate_batches serves them (a closable generator)."""
+    yield from batches
+
+
+def engine_on_prepared_batches(pin: bool) -> Callable[..., object]:
+    """An iterate_batches that reads every batch of the plan into memory when called, before
+    the epoch's clock starts (the engine calls it before train_one_epoch), then serves them."""
+
+    def read(*args: object, **kwargs: object) -> object:
+        kwargs |= {"num_workers": 0, "pin_memory": False, "buffers": None}
+        batches = [
+            (images.pin_memory() if pin else images.clone(), labels.clone())
+            for images, labels in iterate_batches(*args, **kwargs)  # type: ignore[arg-type]
+        ]
+        return preloaded(batches)
+
+    return read
+
+
+def data_wait(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    """(c) engine, (p) the engine fed prepared batches, (a) bare loop, at each size and batch."""
+    import workers.engine.run as engine_run
+
+    data = args.data
+    if args.synth:
+        from demo.dishes import write_dataset
+
+        print(f"generating {args.synth} photos per class at 256 px", flush=True)
+        data = write_dataset(work / "synth", args.synth, 256)
+    rows = []
+    for size in [int(v) for v in args.sizes.split(",")]:
+        for batch in [int(v) for v in args.batches.split(",")]:
+            run_args = argparse.Namespace(**{**vars(args), "image_size": size, "batch_size": batch})
+            hp = hyperparameters(run_args).model_copy(update={"compile": args.compile})
+            runtime = select_runtime("auto", args.precision)
+            spec = TrainSpec(architecture=ArchitectureSpec(name="resnet34"), hyperparameters=hp)
+            cache = work / "cache"
+            engine = train(spec, data, work / f"engine-{size}-{batch}", cache_dir=cache)
+            original = engine_run.iterate_batches
+            engine_run.iterate_batches = engine_on_prepared_batches(  # type: ignore[assignment]
+                runtime.device.type == "cuda"
+            )
+            try:
+                prepared = train(spec, data, work / f"prepared-{size}-{batch}", cache_dir=cache)
+            finally:
+                engine_run.iterate_batches = original
+            train_size = len(prepare_data(data, hp, cache).train)
+            num_classes = len(engine.class_names)
+            steps = max(1, train_size // batch)
+            bare = PlainLoop(
+                hp, runtime, num_classes, bare_batches(run_args, runtime, num_classes, steps)
+            )
+            bare_rates = [bare.epoch() for _ in range(args.epochs)]
+            row = {
+                "image_size": size,
+                "batch_size": batch,
+                "compile": args.compile,
+                "steps_per_epoch": steps,
+                "device": runtime.describe(),
+                "engine": steady_rate([m.train_images_per_second for m in engine.epochs]),
+                "prepared": steady_rate([m.train_images_per_second for m in prepared.epochs]),
+                "bare": steady_rate(bare_rates),
+            }
+            row["data_wait_share"] = max(0.0, 1 - row["engine"] / row["prepared"])
+            row["engine_vs_bare"] = row["engine"] / row["bare"]
+            print(
+                f"  {size} px, batch {batch}: engine {row['engine']:.1f}, prepared "
+                f"{row['prepared']:.1f}, bare {row['bare']:.1f} images/s; waiting for data "
+                f"{row['data_wait_share']:.1%}",
+                flush=True,
+            )
+            rows.append(row)
+    return {"data": str(data), "rows": rows}
+
+
+def write_data_wait_report(report: dict[str, object], out: Path, name: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    cond = report["conditions"]
+    lines = [
+        "# Training throughput and waiting for data (bench/train_throughput.py)",
+        "",
+        f"ResNet-34, augmentation `{cond['augmentation']}`, precision {cond['precision']}, "
+        f"{cond['epochs_per_loop']} epochs per loop (median over all but the first), on "
+        f"{cond['device']}; torch {cond['torch']}; load average before "
+        f"{', '.join(f'{v:.1f}' for v in cond['load_average_before'])}. Data: {report['data']}.",
+        "",
+        "(c) engine; (p) the same engine fed batches already in memory; (a) bare loop. "
+        "Waiting for data = 1 - (c)/(p).",
+        "",
+        "| size | batch | compiled | steps/epoch | (c) images/s | (p) images/s | (a) images/s "
+        "| waiting for data | (c)/(a) |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['image_size']} | {r['batch_size']} | {'yes' if r['compile'] else 'no'} | "
+        f"{r['steps_per_epoch']} | {r['engine']:.1f} | {r['prepared']:.1f} | {r['bare']:.1f} | "
+        f"{r['data_wait_share']:.1%} | {r['engine_vs_bare']:.2f} |"
+        for r in report["rows"]
+    ]
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     runtime = select_runtime("auto", args.precision)
+    if args.sizes or args.batches:
+        args.sizes = args.sizes or str(args.image_size)
+        args.batches = args.batches or str(args.batch_size)
+        work = Path(tempfile.mkdtemp(prefix="foodlab-bench-"))
+        report: dict[str, object] = {
+            "conditions": conditions(args, runtime) | {"precision": runtime.precision}
+        }
+        try:
+            report |= data_wait(args, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        report["conditions"]["load_average_after"] = os.getloadavg()  # type: ignore[index]
+        write_data_wait_report(report, args.out, args.name)
+        print((args.out / f"{args.name}.md").read_text())
+        return
     report: dict[str, object] = {"conditions": conditions(args, runtime)}
     work = Path(tempfile.mkdtemp(prefix="foodlab-bench-"))
     try:
@@ -462,11 +596,8 @@ def main() -> None:
         report["ratios"]["engine_vs_bare_float32"] = rates["engine"] / rates["bare_float32"]
     report["targets"] = TARGETS
     report["conditions"]["load_average_after"] = os.getloadavg()
-    if runtime.device.type == "cuda":
-        # The bare loop never waits for data: what the engine lacks of it is waiting.
-        report["gpu_data_wait_share"] = max(0.0, 1 - rates["engine"] / rates["bare"])
-    write_report(report, args.out)
-    print((args.out / "train_throughput.md").read_text())
+    write_report(report, args.out, args.name)
+    print((args.out / f"{args.name}.md").read_text())
 
 
 if __name__ == "__main__":
