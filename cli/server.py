@@ -100,11 +100,20 @@ def worker_command(queues: str | None, device: str | None) -> list[str]:
 
 def worker(
     queues: str = typer.Option(None, "--queues", "-Q", help="comma-separated: gpu,cpu"),
-    device: str = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N"),
+    gpu: int = typer.Option(
+        None, "--gpu", min=0, help="train on GPU N only (nvidia-smi's index): --device cuda:N"
+    ),
 ) -> None:
-    """Run one Celery worker process (one job at a time)."""
+    """Run one Celery worker process (one job at a time); one per GPU, with --gpu N."""
+    if gpu is not None and device is not None:
+        typer.echo("error: give --gpu or --device, not both", err=True)
+        raise typer.Exit(2)
+    if gpu is not None:
+        device = f"cuda:{gpu}"
     if device:
         os.environ["FOODLAB_WORKER_DEVICE"] = device
+        get_settings.cache_clear()  # read again, and validated, with this device
     command = worker_command(queues, device)
     os.execv(command[0], command)
 

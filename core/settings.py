@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -11,6 +12,8 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
+# What a worker may be told to train on (workers/device.py gives it meaning).
+WORKER_DEVICE = re.compile(r"auto|cpu|cuda|cuda:[0-9]{1,3}")
 
 
 def shorten(text: str, limit: int) -> str:
@@ -63,7 +66,10 @@ class Settings(BaseSettings):
         description="least time between full resumable checkpoints (the best and the last "
         "epoch are always written); default: 30 on a GPU, 0 (every epoch) on the CPU",
     )
-    worker_device: str = Field("auto", description="auto, cpu or cuda")
+    worker_device: str = Field(
+        "auto",
+        description="auto, cpu, cuda or cuda:N (GPU N only: one GPU per worker)",
+    )
     worker_queue: str | None = Field(None, description="default: gpu when CUDA is present")
     model_cache_size: int = Field(4, ge=1, description="inference bundles kept in memory")
     predict_precision: Literal["auto", "float32", "bfloat16"] = Field(
@@ -75,6 +81,13 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("worker_device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not WORKER_DEVICE.fullmatch(value):
+            raise ValueError("must be auto, cpu, cuda or cuda:N (N: the index of one GPU)")
+        return value
 
     def public_text(self, text: str, limit: int = 500) -> str:
         """`text` fit for a client: the server's folders named by their setting instead of

@@ -255,6 +255,12 @@ class JobRunInfo(BaseModel):
     precision: str | None = Field(
         None, description="what training computed in: float32, bfloat16 or float16"
     )
+    worker_device: str | None = Field(
+        None, description="the worker's device setting (FOODLAB_WORKER_DEVICE): cpu, cuda:1, ..."
+    )
+    gpu_index: int | None = Field(None, description="the GPU trained on: the host's index")
+    gpu_name: str | None = None
+    gpu_uuid: str | None = Field(None, description="as nvidia-smi -L names it")
     inference_ms: float | None = Field(None, description="one image, on the CPU")
     inference_device: str | None = None
     inference_threads: int | None = None

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -37,6 +37,7 @@ from core.tables import JobStatus
 from core.weights import FIELDS as WEIGHT_FIELDS
 from core.weights import requested_weights, weights_path
 from models import ModelConfigError, build_model, measure_latency_ms
+from workers.device import device_record, is_sticky_cuda_error
 from workers.engine import train
 from workers.engine.callbacks import BatchProgress, CheckpointEvent, RunInfo, TrainingCallback
 from workers.trials import LOCAL_QUEUE, TrialReporter, finish_trial
@@ -70,6 +71,11 @@ class LeaseLost(Exception):
             f"job {claim.job_id}: lease {claim.lease} of {claim.worker} was taken "
             "over by another worker"
         )
+
+
+class WorkerPoisoned(Exception):
+    """An unrecoverable CUDA error: the job was handed back, and this process must exit (every
+    later CUDA call in it fails too); its supervisor starts a fresh one."""
 
 
 class ShutdownSignals:
@@ -139,8 +145,10 @@ class DatabaseCallback(TrainingCallback):
         claim: Claim,
         heartbeat: Heartbeat | None = None,
         progress_interval: float = 1.0,
+        device: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
+        self.device = device or {}
         self.claim = claim
         self.job_id = claim.job_id
         self.heartbeat = heartbeat
@@ -164,6 +172,12 @@ class DatabaseCallback(TrainingCallback):
             skipped=[asdict(item) for item in info.skipped],
             start_epoch=info.start_epoch,
             precision=info.precision,
+            # The GPU's fields only when the run is on it (a GPU worker also takes CPU jobs).
+            **{
+                key: value
+                for key, value in self.device.items()
+                if key == "worker_device" or info.device.startswith("cuda")
+            },
         )
 
         def write(session: Session) -> None:
@@ -304,6 +318,7 @@ class Outcome:
     traceback: str | None = None
     release: str | None = None  # why the job goes back to the queue
     counts_as_attempt: bool = False
+    poisoned: bool = False  # this process cannot use its GPU any more: it must exit
 
 
 def run_job(settings: Settings, job_id: int, device: str | None = None) -> JobStatus | None:
@@ -340,6 +355,8 @@ def run_job(settings: Settings, job_id: int, device: str | None = None) -> JobSt
         outcome = handled
     finally:  # whatever happened, the job ends terminal or back in the queue
         recorded = outcome is not None and _record(settings, claim, outcome)
+    if outcome is not None and outcome.poisoned:
+        raise WorkerPoisoned(f"job {job_id}: {outcome.release}")
     if not recorded or outcome is None or outcome.status is None:
         return None
     if trial is not None:
@@ -457,7 +474,7 @@ def _train(
     spec = with_weight_files(spec, settings.weights_root)
     if confine_to is not None and data.is_dir():
         scan_dataset(data, confine_to)  # refuses links leading outside; cheap (stats only)
-    callback = DatabaseCallback(settings, claim, beat)
+    callback = DatabaseCallback(settings, claim, beat, device=device_record(settings))
     result = train(
         spec, data, out_dir, callbacks=[callback, *extra_callbacks], cache_dir=settings.cache_dir
     )
@@ -489,6 +506,12 @@ def _outcome_of(exc: BaseException) -> Outcome | None:
         return None
     if isinstance(exc, USER_ERRORS):
         return Outcome(JobStatus.failed, str(exc))
+    if is_sticky_cuda_error(exc):
+        # The GPU context is dead, not the job at fault: the job resumes on another worker (an
+        # attempt, so a job that itself triggers it, a device-side assert, ends failed).
+        log.critical("unrecoverable CUDA error; the job goes back and the worker exits: %s", exc)
+        cause = f"unrecoverable CUDA error on the worker's GPU: {str(exc).splitlines()[0]}"
+        return Outcome(release=cause, counts_as_attempt=True, poisoned=True)
     if is_lost_data_loader(exc):
         # Like a lost worker (often the kernel's OOM killer): tried again, within max_attempts.
         return Outcome(release=str(exc).splitlines()[0], counts_as_attempt=True)

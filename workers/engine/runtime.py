@@ -10,6 +10,7 @@ import torch
 
 from core.specs import Device, Precision, SpecError
 from models.inference import cpu_has_native_bf16
+from workers.device import physical_gpu
 
 # Each compute dtype's name (run_info, comparisons) and its short label in the job's device
 # description (as jobs trained before precision was a setting were described).
@@ -44,7 +45,8 @@ class Runtime:
         """The job's device description (at most 50 characters: a database column)."""
         if self.device.type == "cuda":
             name = torch.cuda.get_device_name(self.device).removeprefix("NVIDIA ")
-            return f"cuda:{self.device.index or 0} {name} ({SHORT_LABELS[self.precision]})"[:50]
+            index = physical_gpu(self.device.index or 0)  # the host's, not this process's
+            return f"cuda:{index} {name} ({SHORT_LABELS[self.precision]})"[:50]
         return f"cpu ({torch.get_num_threads()} threads, {SHORT_LABELS[self.precision]})"
 
 
