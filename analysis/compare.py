@@ -142,6 +142,17 @@ class JobRecord(BaseModel):
         )
 
 
+def existing_jobs(
+    *, session: Session, job_ids: Sequence[int], columns: Sequence[str] = ("id",)
+) -> dict[int, dict[str, Any]]:
+    """`columns` of every job asked for, in one query; UnknownJobsError names the missing."""
+    jobs = repo.job_fields_by_id(session=session, job_ids=job_ids, columns=columns)
+    missing = [str(job_id) for job_id in job_ids if job_id not in jobs]
+    if missing:
+        raise UnknownJobsError("jobs", f"no such job: {', '.join(missing)}")
+    return jobs
+
+
 def load_records(
     *,
     session: Session,
@@ -157,11 +168,10 @@ def load_records(
     """
     # Two queries however many jobs: a round trip per job adds up on a remote database.
     ordered = list(dict.fromkeys(job_ids))
-    jobs = repo.job_fields_by_id(session=session, job_ids=ordered, columns=COMPARED_COLUMNS)
-    missing = [str(job_id) for job_id in ordered if job_id not in jobs]
-    if missing:
-        raise UnknownJobsError("jobs", f"no such job: {', '.join(missing)}")
-    metrics = repo.epochs_of_jobs(session=session, job_ids=ordered, grad_norms=grad_norms)
+    jobs = existing_jobs(session=session, job_ids=ordered, columns=COMPARED_COLUMNS)
+    metrics: dict[int, list[EpochMetrics]] = repo.epochs_of_jobs(
+        session=session, job_ids=ordered, grad_norms=grad_norms
+    )
     return [
         JobRecord.from_row(
             jobs[job_id], metrics[job_id], (presets or {}).get(jobs[job_id]["architecture"])

@@ -599,10 +599,17 @@ def count_metrics(*, session: Session, job_id: int) -> int:
     return session.scalar(query) or 0
 
 
+M = TypeVar("M", bound=EpochMetrics)
+
+
 def epochs_of_jobs(
-    *, session: Session, job_ids: Sequence[int], grad_norms: bool = True
-) -> dict[int, list[EpochMetrics]]:
-    """Every epoch of these jobs in one query, per job in epoch order.
+    *,
+    session: Session,
+    job_ids: Sequence[int],
+    grad_norms: bool = True,
+    model: type[M] = EpochMetrics,  # type: ignore[assignment]
+) -> dict[int, list[M]]:
+    """Every epoch of these jobs in one query, per job in epoch order, as `model`s.
 
     Plain rows of the reported columns, not ORM objects: a comparison reads hundreds.
     `grad_norms=False` leaves out the one JSON column (decoding it is most of the cost).
@@ -614,8 +621,8 @@ def epochs_of_jobs(
         .where(EpochMetric.job_id.in_(job_ids))
         .order_by(EpochMetric.job_id, EpochMetric.epoch)
     )
-    by_job: dict[int, list[EpochMetrics]] = {job_id: [] for job_id in job_ids}
-    validate = EpochMetrics.model_validate
+    by_job: dict[int, list[M]] = {job_id: [] for job_id in job_ids}
+    validate = model.model_validate
     # A plain dict per row: pydantic reads a RowMapping through Python-level Mapping.get.
     for job_id, *values in session.execute(query):
         by_job[job_id].append(validate(dict(zip(fields, values, strict=True))))

@@ -16,7 +16,13 @@ from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
 import models
-from analysis.compare import Comparison, JobRecord, build_comparison, load_records
+from analysis.compare import (
+    Comparison,
+    JobRecord,
+    build_comparison,
+    existing_jobs,
+    load_records,
+)
 from analysis.i18n import current
 from analysis.plots import Curve, curves_figure, gradient_flow_figure, gradients_figure, to_png
 from analysis.renderers import comparison_csv, comparison_markdown
@@ -149,17 +155,11 @@ def compare_jobs(
 def compare_metrics(session: SessionDep, jobs: JobsQuery) -> list[MetricsPublic]:
     """Every epoch of every job asked for, in one answer (what GET /jobs/{id}/metrics gives
     per job): the dashboard's compare page draws its curves from it."""
-    return [
-        MetricsPublic(
-            job_id=record.id,
-            data=[
-                EpochMetricPublic.model_validate(epoch, from_attributes=True)
-                for epoch in record.epochs
-            ],
-            count=len(record.epochs),
-        )
-        for record in _records(session, jobs)
-    ]
+    ids = parse_job_ids(jobs)
+    existing_jobs(session=session, job_ids=ids)  # 404 naming the missing ones
+    # Validated once, from the rows, as what is sent (not records first, then copies).
+    epochs = repo.epochs_of_jobs(session=session, job_ids=ids, model=EpochMetricPublic)
+    return [MetricsPublic(job_id=i, data=epochs[i], count=len(epochs[i])) for i in ids]
 
 
 @router.get("/curves.png", response_class=Response, responses=PNG)
