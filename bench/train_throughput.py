@@ -19,13 +19,14 @@ auto on a CPU with native bf16) the bare loop runs in bf16 too, and a float32 ba
 On CUDA the defaults switch to 224x224, bf16 autocast, channels_last and `standard`
 augmentation (run on the GPU by the engine).
 
-Waiting for data, `--sizes 64,224 --batches 32,256 [--compile]` (a separate report, one row
-per size and batch): (c) the engine as it runs, against (p) the very same engine (same
-augmentation, gradient norms, tallies and syncs) fed batches already read into host memory
-(pinned on CUDA) before each epoch starts, and (a) the bare loop. The share of time waiting
-for data is 1 - (c)/(p): the only difference between the two is where batches come from.
+Waiting for data, `--sizes 64,224 --batches 32,256 [--compile no|yes|both]` (a separate
+report, one row per size, batch and compile mode): (c) the engine as it runs, against (p)
+the very same engine (same augmentation, gradient norms, tallies and syncs) fed batches
+already read into host memory (pinned on CUDA) before each epoch starts, and (a) the bare
+loop. The share of time waiting for data is 1 - (c)/(p): the only difference between the
+two is where batches come from.
 1 - (c)/(a), which the report gave before, counted augmentation, gradient norms and syncs as
-waiting. `--synth N` trains on N generated photos per class (demo.dishes) instead of --data,
+waiting. `--synth N` trains on N generated images per class instead of --data,
 so that batch 256 has enough steps per epoch.
 
 Images/second count the training phase only (data loading included, evaluation and
@@ -47,6 +48,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision
 from torch import nn
@@ -124,7 +126,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--sizes", help="comma-separated image sizes: the data-wait report")
     parser.add_argument("--batches", help="comma-separated batch sizes: the data-wait report")
-    parser.add_argument("--compile", action="store_true", help="torch.compile (data-wait report)")
+    parser.add_argument(
+        "--compile",
+        choices=["no", "yes", "both"],
+        default="no",
+        help="torch.compile in the data-wait report (both: a row of each)",
+    )
     parser.add_argument(
         "--synth", type=int, default=0, help="generated photos per class instead of --data"
     )
@@ -437,59 +444,83 @@ def engine_on_prepared_batches(pin: bool) -> Callable[..., object]:
     return read
 
 
-def data_wait(args: argparse.Namespace, work: Path) -> dict[str, object]:
-    """(c) engine, (p) the engine fed prepared batches, (a) bare loop, at each size and batch."""
+def generated_images(out: Path, per_class: int, size: int, classes: int = 5) -> Path:
+    """An ImageFolder of JPEG noise tinted per class: milliseconds per image (the demo's
+    drawn dishes take a quarter of a second each at 256 px, too slow for thousands)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in range(classes):
+        folder = out / f"class{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 160, (size, size, 3), dtype=np.uint8)
+            pixels[..., label % 3] += 90
+            Image.fromarray(pixels).save(folder / f"{i:05d}.jpg", quality=90)
+    return out
+
+
+def data_wait(args: argparse.Namespace, work: Path, report: dict[str, object]) -> dict[str, object]:
+    """(c) engine, (p) the engine fed prepared batches, (a) bare loop, at each size and batch;
+    the report is written again after each row (a run cut short keeps what it measured)."""
     import workers.engine.run as engine_run
 
     data = args.data
     if args.synth:
-        from demo.dishes import write_dataset
-
-        print(f"generating {args.synth} photos per class at 256 px", flush=True)
-        data = write_dataset(work / "synth", args.synth, 256)
+        print(f"generating {args.synth} images per class at 256 px", flush=True)
+        data = generated_images(work / "synth", args.synth, 256)
     rows = []
-    for size in [int(v) for v in args.sizes.split(",")]:
-        for batch in [int(v) for v in args.batches.split(",")]:
-            run_args = argparse.Namespace(**{**vars(args), "image_size": size, "batch_size": batch})
-            hp = hyperparameters(run_args).model_copy(update={"compile": args.compile})
-            runtime = select_runtime("auto", args.precision)
-            spec = TrainSpec(architecture=ArchitectureSpec(name="resnet34"), hyperparameters=hp)
-            cache = work / "cache"
-            engine = train(spec, data, work / f"engine-{size}-{batch}", cache_dir=cache)
-            original = engine_run.iterate_batches
-            engine_run.iterate_batches = engine_on_prepared_batches(  # type: ignore[assignment]
-                runtime.device.type == "cuda"
+    modes = {"no": [False], "yes": [True], "both": [False, True]}[args.compile]
+    combos = [  # uncompiled rows first: they are the cheap ones
+        (size, batch, compiled)
+        for compiled in modes
+        for size in [int(v) for v in args.sizes.split(",")]
+        for batch in [int(v) for v in args.batches.split(",")]
+    ]
+    for size, batch, compiled in combos:
+        run_args = argparse.Namespace(**{**vars(args), "image_size": size, "batch_size": batch})
+        hp = hyperparameters(run_args).model_copy(update={"compile": compiled})
+        runtime = select_runtime("auto", args.precision)
+        spec = TrainSpec(architecture=ArchitectureSpec(name="resnet34"), hyperparameters=hp)
+        cache = work / "cache"
+        engine = train(spec, data, work / f"engine-{size}-{batch}-{compiled}", cache_dir=cache)
+        original = engine_run.iterate_batches
+        engine_run.iterate_batches = engine_on_prepared_batches(  # type: ignore[assignment]
+            runtime.device.type == "cuda"
+        )
+        try:
+            prepared = train(
+                spec, data, work / f"prepared-{size}-{batch}-{compiled}", cache_dir=cache
             )
-            try:
-                prepared = train(spec, data, work / f"prepared-{size}-{batch}", cache_dir=cache)
-            finally:
-                engine_run.iterate_batches = original
-            train_size = len(prepare_data(data, hp, cache).train)
-            num_classes = len(engine.class_names)
-            steps = max(1, train_size // batch)
-            bare = PlainLoop(
-                hp, runtime, num_classes, bare_batches(run_args, runtime, num_classes, steps)
-            )
-            bare_rates = [bare.epoch() for _ in range(args.epochs)]
-            row = {
-                "image_size": size,
-                "batch_size": batch,
-                "compile": args.compile,
-                "steps_per_epoch": steps,
-                "device": runtime.describe(),
-                "engine": steady_rate([m.train_images_per_second for m in engine.epochs]),
-                "prepared": steady_rate([m.train_images_per_second for m in prepared.epochs]),
-                "bare": steady_rate(bare_rates),
-            }
-            row["data_wait_share"] = max(0.0, 1 - row["engine"] / row["prepared"])
-            row["engine_vs_bare"] = row["engine"] / row["bare"]
-            print(
-                f"  {size} px, batch {batch}: engine {row['engine']:.1f}, prepared "
-                f"{row['prepared']:.1f}, bare {row['bare']:.1f} images/s; waiting for data "
-                f"{row['data_wait_share']:.1%}",
-                flush=True,
-            )
-            rows.append(row)
+        finally:
+            engine_run.iterate_batches = original
+        train_size = len(prepare_data(data, hp, cache).train)
+        num_classes = len(engine.class_names)
+        steps = max(1, train_size // batch)
+        bare = PlainLoop(
+            hp, runtime, num_classes, bare_batches(run_args, runtime, num_classes, steps)
+        )
+        bare_rates = [bare.epoch() for _ in range(args.epochs)]
+        row = {
+            "image_size": size,
+            "batch_size": batch,
+            "compile": compiled,
+            "steps_per_epoch": steps,
+            "device": runtime.describe(),
+            "engine": steady_rate([m.train_images_per_second for m in engine.epochs]),
+            "prepared": steady_rate([m.train_images_per_second for m in prepared.epochs]),
+            "bare": steady_rate(bare_rates),
+        }
+        row["data_wait_share"] = max(0.0, 1 - row["engine"] / row["prepared"])
+        row["engine_vs_bare"] = row["engine"] / row["bare"]
+        print(
+            f"  {size} px, batch {batch}{', compiled' if compiled else ''}: engine "
+            f"{row['engine']:.1f}, prepared {row['prepared']:.1f}, bare {row['bare']:.1f} "
+            f"images/s; waiting for data {row['data_wait_share']:.1%}",
+            flush=True,
+        )
+        rows.append(row)
+        write_data_wait_report(report | {"data": str(data), "rows": rows}, args.out, args.name)
     return {"data": str(data), "rows": rows}
 
 
@@ -533,7 +564,7 @@ def main() -> None:
             "conditions": conditions(args, runtime) | {"precision": runtime.precision}
         }
         try:
-            report |= data_wait(args, work)
+            report |= data_wait(args, work, report)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         report["conditions"]["load_average_after"] = os.getloadavg()  # type: ignore[index]
