@@ -14,20 +14,80 @@ from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-FOODLAB_SERVICES = ("migrate", "api", "worker")
+GPU_WORKERS = ("worker-gpu0", "worker-gpu1")
+WORKERS = (*GPU_WORKERS, "worker-cpu")
+FOODLAB_SERVICES = ("migrate", "api", *WORKERS)
 RUNTIME_VARIABLES = {"OMP_WAIT_POLICY"}  # read by OpenMP, not by our settings
 
 
 def test_compose_has_the_whole_stack() -> None:
     services = COMPOSE["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "api", "worker"}
+    assert set(services) == {"postgres", "redis", "migrate", "api", *WORKERS}
     assert services["api"]["depends_on"]["migrate"]["condition"] == (
         "service_completed_successfully"
     )
-    devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
-    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     for name in FOODLAB_SERVICES:
         assert "foodlab-data:/data" in services[name]["volumes"]
+
+
+def gpu_reservations(service: str) -> list[dict]:
+    deploy = COMPOSE["services"][service].get("deploy", {})
+    return deploy.get("resources", {}).get("reservations", {}).get("devices", [])
+
+
+def test_each_gpu_worker_reserves_a_gpu_of_its_own() -> None:
+    reserved = []
+    for name in GPU_WORKERS:
+        (device,) = gpu_reservations(name)
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+        assert "count" not in device  # `count: 1` gives every replica GPU 0
+        (gpu,) = device["device_ids"]
+        reserved.append(gpu)
+        # Inside its container the reserved GPU is the only one: number 0.
+        assert COMPOSE["services"][name]["command"] == ["foodlab", "worker", "--gpu", "0"]
+    assert len(set(reserved)) == len(reserved) == 2
+    assert gpu_reservations("worker-cpu") == []
+    assert "--device" in COMPOSE["services"]["worker-cpu"]["command"]
+
+
+@pytest.mark.parametrize("service", WORKERS)
+def test_workers_get_shared_memory_for_data_loader_processes_and_restart(service: str) -> None:
+    worker = COMPOSE["services"][service]
+    # Docker's default /dev/shm is 64 MB: DataLoader worker processes die once it is full.
+    assert worker.get("ipc") == "host" or parse_size(worker["shm_size"]) >= 1 << 30
+    assert worker["restart"] in {"unless-stopped", "always", "on-failure"}  # after exit 75
+    assert worker["build"]["target"] == "worker"
+
+
+def parse_size(text: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([kmg]?)b?", str(text).lower()).groups()  # type: ignore[union-attr]
+    return int(number) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
+
+
+def dockerfile_stages() -> dict[str, str]:
+    """The Dockerfile's build stages by name, each with the stages it builds on (without
+    comments)."""
+    stages: dict[str, str] = {}
+    lines = (REPO / "Dockerfile").read_text().splitlines(keepends=True)
+    text = "".join(line for line in lines if not line.lstrip().startswith("#"))
+    for block in re.split(r"^(?=FROM )", text, flags=re.M)[1:]:
+        base, name = re.match(r"FROM (\S+) AS (\S+)", block).groups()  # type: ignore[union-attr]
+        stages[name] = stages.get(base, "") + block
+    return stages
+
+
+def test_the_api_image_carries_no_cuda_and_the_worker_image_a_compiler() -> None:
+    stages = dockerfile_stages()
+    for name in ("migrate", "api"):
+        assert COMPOSE["services"][name]["build"]["target"] == "api"
+    api = stages["api"]
+    # torch comes from the CPU index before `pip install .`, which then finds it satisfied.
+    cpu_torch = api.index("--index-url https://download.pytorch.org/whl/cpu torch==")
+    assert cpu_torch < api.index("pip install .")
+    assert "cu1" not in api and "build-essential" not in api
+    worker = stages["worker"]
+    assert "build-essential" in worker  # Triton and Inductor compile at run time
+    assert re.search(r"ARG TORCH_INDEX=\S+", worker) and "${TORCH_INDEX} torch==" in worker
 
 
 @pytest.mark.parametrize("service", FOODLAB_SERVICES)
@@ -68,3 +128,7 @@ def test_dockerfile_copies_every_package() -> None:
     assert {"core", "analysis", "demo", "models", "workers", "service", "cli"} <= packages
     for package in sorted(packages):
         assert re.search(rf"^COPY {package} {package}$", dockerfile, re.M), package
+    # One pin for torch: what the images install is what pyproject.toml requires.
+    pin = re.search(r'"torch==([^"]+)"', (REPO / "pyproject.toml").read_text())
+    assert pin is not None
+    assert set(re.findall(r"torch==(\S+)", dockerfile)) == {pin.group(1)}
