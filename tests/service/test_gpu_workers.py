@@ -57,6 +57,7 @@ def test_a_malformed_worker_device_names_the_setting(
     get_settings.cache_clear()
 
 
+@pytest.mark.slow  # two `foodlab` processes: about 10 s on the shared machine
 def test_foodlab_worker_refuses_a_malformed_device_with_status_2(tmp_path: Path) -> None:
     env = {**os.environ, "FOODLAB_HOME": str(tmp_path)}
     for args in (["--device", "cuda:one"], ["--gpu", "1", "--device", "cuda:1"]):
