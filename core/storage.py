@@ -23,13 +23,13 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     # The rename is durable only once the directory entry is on disk.
     fd = os.open(folder, os.O_RDONLY)
     try:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from engine_testlib import Recorder, tiny_spec
 
+from core.storage import sha256_of
 from models import load_bundle
 from workers.engine import train
 from workers.engine.checkpoints import (
@@ -15,6 +16,7 @@ from workers.engine.checkpoints import (
     LAST,
     CheckpointSchedule,
     CheckpointWriter,
+    commit_staged,
     snapshot,
 )
 from workers.engine.run import checkpoint_interval
@@ -152,10 +154,17 @@ def test_checkpoint_errors_surface_and_one_write_at_a_time(tmp_path: Path):
     with pytest.raises(OSError):
         writer.wait()
     writer.submit(tmp_path / "last.pt", {"weights": torch.ones(3)}, "last", 2)
-    event = writer.wait()
-    assert event is not None and event.epoch == 2 and event.size_bytes > 0
+    staged = writer.wait()
+    assert staged is not None and not (tmp_path / "last.pt").exists()  # not before commit
+    event = commit_staged(*staged)
+    assert event.epoch == 2 and event.size_bytes == (tmp_path / "last.pt").stat().st_size
+    assert event.sha256 == sha256_of(tmp_path / "last.pt")
     assert torch.load(tmp_path / "last.pt", weights_only=True)["weights"].tolist() == [1, 1, 1]
     assert not list(tmp_path.glob(".*.tmp"))  # written aside, renamed into place
+    writer.submit(tmp_path / "last.pt", {"weights": torch.zeros(3)}, "last", 3)
+    writer.discard()  # a run that failed meanwhile: the committed checkpoint stays
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["weights"].tolist() == [1, 1, 1]
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_the_default_interval_is_every_epoch_on_the_cpu_and_30_s_on_a_gpu():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -20,9 +21,15 @@ import torch
 
 from core.faults import pause_point
 from core.specs import EpochMetrics, SpecError, TrainSpec
-from core.storage import atomic_write, sha256_of
+from core.storage import atomic_write, fsync_dir, sha256_of
 
-from .callbacks import CallbackList, CheckpointEvent, CheckpointKind
+from .callbacks import (
+    BatchProgress,
+    CallbackList,
+    CheckpointEvent,
+    CheckpointKind,
+    TrainingCallback,
+)
 
 LAST, BEST, BUNDLE = "last.pt", "best.pt", "bundle.pt"
 FORMAT = "foodlab.checkpoint"
@@ -154,13 +161,16 @@ def snapshot(state: Any) -> Any:
 
 
 class CheckpointWriter:
-    """Writes one checkpoint at a time on a background thread (torch.save, hashing, fsync and
-    the atomic rename of `save_checkpoint`), so training goes on meanwhile. An error in the
-    thread is raised by the next `wait`."""
+    """Writes one checkpoint at a time on a background thread: torch.save, hashing and fsync
+    into a temporary file beside the target, while training goes on. The file becomes the
+    checkpoint only by `commit`, on the training thread, after the writer's claim on the job
+    has been checked (`before_write`): a worker that lost its claim meanwhile leaves nothing
+    but a temporary file, which `remove_partial_files` clears. An error in the thread is
+    raised by `wait`."""
 
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
-        self._event: CheckpointEvent | None = None
+        self._staged: tuple[Path, CheckpointEvent] | None = None
         self._error: BaseException | None = None
 
     def submit(self, path: Path, state: dict[str, Any], kind: CheckpointKind, epoch: int) -> None:
@@ -169,7 +179,7 @@ class CheckpointWriter:
 
         def write() -> None:
             try:
-                self._event = save_checkpoint(path, state, kind, epoch)
+                self._staged = _write_staged(path, state, kind, epoch)
             except BaseException as exc:  # noqa: BLE001 - handed to the training thread
                 self._error = exc
 
@@ -180,16 +190,53 @@ class CheckpointWriter:
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def wait(self) -> CheckpointEvent | None:
-        """Join the write in flight; its event (None when none was in flight)."""
+    @property
+    def pending(self) -> bool:
+        return self._thread is not None
+
+    def wait(self) -> tuple[Path, CheckpointEvent] | None:
+        """Join the write in flight: (its temporary file, the event of the checkpoint it will
+        be), or None when none was in flight."""
         if self._thread is None:
             return None
         self._thread.join()
-        event, error = self._event, self._error
-        self._thread, self._event, self._error = None, None, None
+        staged, error = self._staged, self._error
+        self._thread, self._staged, self._error = None, None, None
         if error is not None:
             raise error
-        return event
+        return staged
+
+    def discard(self) -> None:
+        """Join the write in flight and remove its temporary file (errors ignored)."""
+        try:
+            staged = self.wait()
+        except Exception:  # noqa: BLE001 - an error already on its way matters more
+            return
+        if staged is not None:
+            staged[0].unlink(missing_ok=True)
+
+
+def _write_staged(
+    path: Path, state: dict[str, Any], kind: CheckpointKind, epoch: int
+) -> tuple[Path, CheckpointEvent]:
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            writer = _HashingWriter(handle)
+            torch.save(state, cast(BinaryIO, writer))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name), CheckpointEvent(kind, path, epoch, writer.size, writer.digest.hexdigest())
+
+
+def commit_staged(staged: Path, event: CheckpointEvent) -> CheckpointEvent:
+    """The staged file renamed into place, durably."""
+    os.replace(staged, event.path)
+    fsync_dir(event.path.parent)
+    return event
 
 
 class CheckpointSchedule:
@@ -212,7 +259,7 @@ class CheckpointSchedule:
         self.last_write = self.clock()
 
 
-class EpochSaver:
+class EpochSaver(TrainingCallback):
     """An epoch's files and rows, in the order `recover_checkpoints` can always complete.
 
     For a checkpointed epoch: last.pt (written off the training thread), its row, then (for a
@@ -238,7 +285,6 @@ class EpochSaver:
         or `final` epoch)."""
         if self.schedule.due(metrics, final=final):
             self.finish()  # at most one write in flight
-            self.events.before_write()
             self.writer.submit(self.out_dir / LAST, snapshot(state()), "last", metrics.epoch)
             self.schedule.written()
             self.in_flight = metrics
@@ -253,9 +299,15 @@ class EpochSaver:
         metrics, self.in_flight = self.in_flight, None
         if metrics is None:
             return
-        last = self.writer.wait()
-        assert last is not None
+        staged = self.writer.wait()
+        assert staged is not None
         epoch = metrics.epoch
+        try:
+            self.events.before_write()  # the claim, checked just before the file appears
+        except BaseException:
+            staged[0].unlink(missing_ok=True)
+            raise
+        last = commit_staged(*staged)
         pause_point("last_saved", epoch)
         self.events.on_checkpoint(last)
         pause_point("last_recorded", epoch)
@@ -270,13 +322,16 @@ class EpochSaver:
         for later in waiting:
             self._record(later)
 
+    def on_batch_end(self, progress: BatchProgress) -> None:
+        """Between batches: a finished write's files and rows are recorded at once, not at
+        the next checkpoint (the rows of the epoch before stay live)."""
+        if self.in_flight is not None and not self.writer.busy:
+            self.finish()
+
     def close(self) -> None:
-        """On an error: let the write in flight end (its file complete or not there), record
-        nothing more."""
-        try:
-            self.writer.wait()
-        except Exception:  # noqa: BLE001 - the error already on its way matters more
-            pass
+        """On an error: wait for the write in flight and drop it (the last committed
+        checkpoint stays), record nothing more."""
+        self.writer.discard()
         self.in_flight, self.waiting = None, []
 
     def _record(self, metrics: EpochMetrics) -> None:

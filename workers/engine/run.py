@@ -166,6 +166,8 @@ def _run_epochs(
     """Train the remaining epochs, appending to `history`; (status, whether any epoch ran).
     Every epoch goes to `saver`, which checkpoints and records it (the caller finishes it)."""
     events = saver.events
+    # The saver first: a finished write's rows go before the next batch's progress.
+    batch_events = CallbackList([saver, events])
     hp = spec.hyperparameters
     runtime = step.runtime
     transform = BatchTransform(
@@ -202,7 +204,12 @@ def _run_epochs(
         # closing(): a cancelled epoch stops its reader thread at once.
         with closing(read(prepared.train, plan, crop=train_crop, source=train_source)) as batches:
             stats = train_one_epoch(
-                step, batches, prepare, epoch=epoch, total_batches=len(plan), callbacks=events
+                step,
+                batches,
+                prepare,
+                epoch=epoch,
+                total_batches=len(plan),
+                callbacks=batch_events,
             )
         if stats is None:
             return "cancelled", trained
