@@ -76,7 +76,7 @@ def main() -> int:
         status = train_job(job_id)  # what the worker process runs for the task message
         job = client.get(f"/jobs/{job_id}").json()
         metrics = client.get(f"/jobs/{job_id}/metrics").json()["data"]
-    keys = ("id", "status", "device", "attempts", "error", "run_info")
+    keys = ("id", "status", "device", "attempts", "error")
     shown = {key: job.get(key) for key in keys} | {"best": (job.get("best") or {}).get("epoch")}
     print(json.dumps({"task_status": status, "job": shown}, indent=2, default=str))
     for row in metrics:
