@@ -9,12 +9,13 @@ import torch
 from engine_testlib import Recorder, tiny_spec
 from torch import nn
 
+from core.specs import SpecError
 from models import build_model
 from workers.engine import train
 from workers.engine.loop import TrainingDiverged, TrainStep, train_one_epoch
 from workers.engine.optim import build_optimizer, build_scheduler
 from workers.engine.run import _restore
-from workers.engine.runtime import Runtime, compute_dtype, select_runtime
+from workers.engine.runtime import Runtime, compute_dtype, fit_image_size, select_runtime
 
 
 def _cpu_runs_bfloat16() -> bool:
@@ -49,7 +50,7 @@ def test_bfloat16_with_the_full_recipe_trains_and_resumes_exactly(
     crops and step warm-up: a cancelled and resumed run equals an uninterrupted one."""
     spec = tiny_spec(
         epochs=2,
-        image_size=16,
+        image_size=32,
         precision="bfloat16",
         momentum=0.9,
         scheduler="cosine",
@@ -246,3 +247,40 @@ def test_float16_resumes_a_run_saved_without_loss_scaling(
         callbacks=Recorder(),
     )
     assert stats is not None and stats.grad_norms
+
+
+def test_cpu_bfloat16_is_not_used_where_its_gradients_are_wrong():
+    bf16 = select_runtime("cpu", "bfloat16")
+    assert fit_image_size(bf16, "bfloat16", 17) is bf16
+    fallback = fit_image_size(bf16, "auto", 16)  # auto: float32 instead
+    assert (fallback.amp_dtype, fallback.channels_last, fallback.precision) == (
+        None,
+        False,
+        "float32",
+    )
+    with pytest.raises(SpecError, match="hyperparameters.precision.*at least 17 px"):
+        fit_image_size(bf16, "bfloat16", 16)
+
+
+@needs_bf16
+def test_bfloat16_gradients_are_exact_at_the_smallest_size_it_trains():
+    """At 16 px oneDNN's bf16 backward gives run-to-run garbage in layer4; from 17 px up the
+    same step gives the same finite gradients every time."""
+    torch.manual_seed(0)
+    model = build_model("resnet34", 5).to(memory_format=torch.channels_last)
+    images = torch.randn(16, 3, 17, 17).contiguous(memory_format=torch.channels_last)
+    grads = []
+    for _ in range(6):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(images).float().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
+    assert grads[0].abs().max() < 1e4
+
+
+def test_a_16_px_bfloat16_job_is_refused_before_it_trains(easy_data: Path, tmp_path: Path):
+    spec = tiny_spec(epochs=1, image_size=16, precision="bfloat16")
+    with pytest.raises(SpecError, match="hyperparameters.precision"):
+        train(spec, easy_data, tmp_path / "run", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "run" / "last.pt").exists()

@@ -58,7 +58,7 @@ from .data import BatchBuffers, PreparedData, batch_plan, iterate_batches, prepa
 from .ema import WeightEma, ema_decay
 from .loop import EvalStats, TrainStats, TrainStep, best_details, evaluate, train_one_epoch
 from .optim import build_optimizer, build_scheduler
-from .runtime import Runtime, select_runtime
+from .runtime import Runtime, fit_image_size, select_runtime
 
 TEST = "test.json"
 
@@ -83,7 +83,9 @@ def train(
     out_dir = Path(out_dir)
     events = CallbackList(callbacks)
     _check_architecture(spec)
-    runtime = select_runtime(hp.device, hp.precision)
+    runtime = fit_image_size(
+        select_runtime(hp.device, hp.precision), hp.precision, hp.train_image_size
+    )
     prepared = prepare_data(Path(data), hp, Path(cache_dir or get_settings().cache_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_partial_files(out_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -95,3 +95,30 @@ def select_runtime(requested: Device, precision: Precision = "auto") -> Runtime:
     # 62 vs 55 images/s), in bfloat16 channels_last was 3-8% faster (oneDNN's bf16 kernels
     # are blocked for NHWC).
     return Runtime(device, dtype, channels_last=dtype == torch.bfloat16, sync_every=1)
+
+
+# oneDNN's bfloat16 convolution backward on the CPU (torch 2.14.1, AVX512-BF16) returns weight
+# gradients of garbage (up to 1e35, different on every run, in either memory format) for the
+# stride-2 convolution that opens ResNet-34's layer4 when its input is 1x1: images of 16 px.
+# Measured exact from 17 px up (17-32 px, 12 repeats each, both layouts).
+MIN_CPU_BF16_IMAGE_SIZE = 17
+
+
+def fit_image_size(runtime: Runtime, precision: Precision, image_size: int) -> Runtime:
+    """`runtime`, or float32 where CPU bfloat16 computes wrong gradients at this image size
+    (`auto` falls back; an explicit bfloat16 is refused, naming the field)."""
+    wrong = (
+        runtime.device.type == "cpu"
+        and runtime.amp_dtype == torch.bfloat16
+        and image_size < MIN_CPU_BF16_IMAGE_SIZE
+    )
+    if not wrong:
+        return runtime
+    if precision != "auto":
+        raise SpecError(
+            "hyperparameters.precision",
+            f"bfloat16 training on the CPU needs images of at least {MIN_CPU_BF16_IMAGE_SIZE} px "
+            f"(training crops are {image_size} px: oneDNN's bf16 gradients are wrong there); "
+            "use precision float32 or auto",
+        )
+    return replace(runtime, amp_dtype=None, channels_last=False)
