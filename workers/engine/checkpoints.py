@@ -329,9 +329,14 @@ class EpochSaver(TrainingCallback):
             self.finish()
 
     def close(self) -> None:
-        """On an error: wait for the write in flight and drop it (the last committed
-        checkpoint stays), record nothing more."""
-        self.writer.discard()
+        """On an error: the write in flight is of an epoch that completed, so it still becomes
+        the checkpoint with its rows (a job that diverges in epoch 2 keeps epoch 1's), unless
+        the write itself failed or the claim is lost: then it is dropped and the last
+        committed checkpoint stays. Nothing more is recorded."""
+        try:
+            self.finish()
+        except Exception:  # noqa: BLE001 - the error that ended the run matters more
+            self.writer.discard()
         self.in_flight, self.waiting = None, []
 
     def _record(self, metrics: EpochMetrics) -> None:
