@@ -30,6 +30,7 @@ def test_synth_writes_a_folder_and_a_zip(tmp_path: Path):
     assert len(zipfile.ZipFile(tmp_path / "d.zip").namelist()) == 10
 
 
+@pytest.mark.slow
 def test_train_then_resume_with_more_epochs(synth_template: Path, tmp_path: Path, runs: Path):
     common = (
         "train",

@@ -43,6 +43,7 @@ def _comparable(metrics) -> dict:  # noqa: ANN001
 
 
 @needs_bf16
+@pytest.mark.slow
 def test_bfloat16_with_the_full_recipe_trains_and_resumes_exactly(
     easy_data: Path, tmp_path: Path, runs: Path
 ):

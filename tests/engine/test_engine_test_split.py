@@ -18,6 +18,7 @@ from workers.engine import run as engine_run
 from workers.engine import train
 
 
+@pytest.mark.slow
 def test_training_never_reads_a_test_image_and_the_stored_score_is_the_best_checkpoints(
     synth_data: Path, tmp_path: Path, runs: Path, monkeypatch: pytest.MonkeyPatch
 ):

@@ -80,6 +80,7 @@ def _comparable(metrics) -> dict:  # noqa: ANN001
     )
 
 
+@pytest.mark.slow
 def test_resume_after_cancel_matches_an_uninterrupted_run(
     synth_data: Path, tmp_path: Path, runs: Path
 ):
@@ -136,6 +137,7 @@ def test_cancel_before_the_first_batch_leaves_no_checkpoint(
     assert result.last_checkpoint is None and result.bundle is None
 
 
+@pytest.mark.slow
 def test_rerun_with_more_epochs_resumes(easy_data: Path, tmp_path: Path, runs: Path):
     run, cache = runs / "run", tmp_path / "cache"
     first = train(tiny_spec(epochs=1), easy_data, run, cache_dir=cache)

@@ -136,6 +136,7 @@ def test_report_tables_match_the_database(
     session.close()
 
 
+@pytest.mark.slow
 def test_study_against_the_service(
     db_url: str, synth_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -29,6 +29,7 @@ def section(report: str, heading: str) -> str:
     return report.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
 
 
+@pytest.mark.slow
 def test_tuned_study_reports_test_accuracy_and_tuned_against_untuned(
     home: Path, synth_folder: Path, tmp_path: Path
 ) -> None:
@@ -84,6 +85,7 @@ def test_tuned_study_reports_test_accuracy_and_tuned_against_untuned(
     session.close()
 
 
+@pytest.mark.slow
 def test_search_command_runs_trials_here_and_shows_the_best(home: Path, synth_folder: Path) -> None:
     result = runner.invoke(
         app,

@@ -86,6 +86,7 @@ def run_trials(settings: Settings, search_id: int) -> int:
             ran += 1
 
 
+@pytest.mark.slow
 def test_a_search_runs_its_trials_as_jobs_and_reports_the_best(
     client: TestClient, settings: Settings, dataset_id: int
 ) -> None:
