@@ -30,6 +30,7 @@ def _comparable(metrics) -> dict:  # noqa: ANN001
     )
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_gpu_generator_states_resumes_and_new_ones_carry_none(
     easy_data: Path, tmp_path: Path, runs: Path, monkeypatch: pytest.MonkeyPatch
 ):

@@ -187,6 +187,7 @@ def test_loss_scaling_skips_overflowed_steps_without_a_sync_per_step(
     assert syncs == {"item": 0, "tolist": 4}
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_training_clearly(
     synth_data: Path, tmp_path: Path, runs: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -221,6 +222,7 @@ def test_a_non_finite_loss_stops_training_clearly(
     assert saved["epoch"] == epoch - 1  # the diverged epoch left nothing behind
 
 
+@pytest.mark.slow
 def test_float16_resumes_a_run_saved_without_loss_scaling(
     easy_data: Path, tmp_path: Path, runs: Path
 ):

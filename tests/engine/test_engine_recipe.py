@@ -124,6 +124,7 @@ def test_ema_warms_up_then_averages_weights_and_batch_norm_statistics():
     assert not any(p.requires_grad for p in ema.module.parameters())
 
 
+@pytest.mark.slow
 def test_the_bundle_exports_the_ema_weights(easy_data: Path, tmp_path: Path, runs: Path):
     result = train(
         tiny_spec(epochs=1, image_size=16, momentum=0.9, lr=0.05, ema_epochs=1.0),
@@ -184,6 +185,7 @@ def test_training_crops_come_from_the_larger_source_cache(easy_data: Path, tmp_p
         resolve_hyperparameters("reference", {"crop_source_scale": 1.5})
 
 
+@pytest.mark.slow
 def test_a_run_with_a_larger_crop_source_resumes_exactly(
     easy_data: Path, tmp_path: Path, runs: Path
 ):

@@ -84,6 +84,7 @@ def test_training_never_reads_a_test_image_and_the_stored_score_is_the_best_chec
     assert again.test == test
 
 
+@pytest.mark.slow
 def test_without_a_test_part_nothing_is_held_out(synth_data: Path, tmp_path: Path, runs: Path):
     result = train(tiny_spec(epochs=1), synth_data, runs / "run", cache_dir=tmp_path / "cache")
     assert result.test is None and not (runs / "run" / "test.json").exists()

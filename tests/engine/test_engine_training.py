@@ -65,6 +65,7 @@ def test_two_epochs_write_metrics_checkpoints_and_bundle(
     assert result.num_parameters == info.num_parameters > 1e6 and result.gflops > 0
 
 
+@pytest.mark.slow
 def test_loss_goes_down_on_an_easy_dataset(easy_data: Path, tmp_path: Path, runs: Path):
     spec = tiny_spec(optimizer="adam", lr=1e-3)
     result = train(spec, easy_data, runs / "run", cache_dir=tmp_path / "cache")
@@ -159,6 +160,7 @@ def test_pretrained_weights_initialise_the_model(easy_data: Path, tmp_path: Path
     assert trained["fc.weight"].shape == (2, 512)
 
 
+@pytest.mark.slow
 def test_the_gpu_code_path_runs_on_the_cpu(
     easy_data: Path, tmp_path: Path, runs: Path, monkeypatch: pytest.MonkeyPatch
 ):

@@ -86,6 +86,7 @@ def test_local_study_trains_and_reports(home: Path, synth_folder: Path, tmp_path
     session.close()
 
 
+@pytest.mark.slow
 def test_report_tables_match_the_database(
     home: Path, migrated_template: Path, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from core.settings import Settings
@@ -11,6 +12,7 @@ from core.tables import JobStatus
 from workers.jobs import run_job
 
 
+@pytest.mark.slow
 def test_a_job_with_a_test_part_shows_its_test_score(
     client: TestClient, settings: Settings, synth_zip: Path
 ) -> None:

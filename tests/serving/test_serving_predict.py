@@ -79,6 +79,7 @@ def test_same_image_alone_or_in_a_batch_gets_the_same_answer(
 
 
 @pytest.mark.settings(predict_precision="bfloat16", predict_runners=1)
+@pytest.mark.slow
 def test_bfloat16_serving_says_so_and_agrees_with_float32(
     own_server_client: TestClient, client: TestClient, catalog: Catalog
 ) -> None:

@@ -68,6 +68,7 @@ def test_request_in_flight_keeps_its_model_while_another_is_promoted(
     assert second["model"]["job_id"] == new.id and class_names(second) == set(CLASSES_B)
 
 
+@pytest.mark.slow
 def test_rewritten_bundle_is_reloaded(client: TestClient, catalog: Catalog, tmp_path: Path) -> None:
     path = write_bundle(tmp_path / "job-1" / "bundle.pt", CLASSES_A)
     catalog.job(catalog.dataset(), bundle=path)
