@@ -63,7 +63,13 @@ def postgres_seeded() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+# Seeding 10,000 jobs takes seconds: slow on SQLite too (test_read_counts stays in the fast lane).
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.slow),
+        pytest.param("postgresql", marks=pytest.mark.integration),
+    ]
+)
 def url(request: pytest.FixtureRequest) -> str:
     fixture = "sqlite_url" if request.param == "sqlite" else "postgres_seeded"
     return request.getfixturevalue(fixture)
