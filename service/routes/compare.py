@@ -165,19 +165,22 @@ def compare_metrics(session: SessionDep, jobs: JobsQuery) -> list[MetricsPublic]
 @router.get("/curves.png", response_class=Response, responses=PNG)
 def compare_curves(session: SessionDep, jobs: JobsQuery) -> Response:
     """Loss and accuracy of every job overlaid, one colour per job, labelled by what differs."""
-    records = _records(session, jobs)
-    labels = {row.job_id: row.label for row in build_comparison(records).rows}
-    curves = [Curve(labels[r.id], r.epochs) for r in records]
+    curves = _labelled_curves(session, jobs)
     return _png("curves", curves, lambda: curves_figure(curves))
 
 
 @router.get("/gradients.png", response_class=Response, responses=PNG)
 def compare_gradients(session: SessionDep, jobs: JobsQuery) -> Response:
     """Per-stage gradient norms in the first and last epoch, one line per job."""
+    curves = _labelled_curves(session, jobs)
+    return _png("gradient-flow", curves, lambda: gradient_flow_figure(curves))
+
+
+def _labelled_curves(session: Session, jobs: str) -> list[Curve]:
+    """Every job's epochs, labelled by what differs between the jobs (the comparison's rule)."""
     records = _records(session, jobs)
     labels = {row.job_id: row.label for row in build_comparison(records).rows}
-    curves = [Curve(labels[r.id], r.epochs) for r in records]
-    return _png("gradient-flow", curves, lambda: gradient_flow_figure(curves))
+    return [Curve(labels[r.id], r.epochs) for r in records]
 
 
 def _job_curve(session: Session, job: Job) -> Curve:
