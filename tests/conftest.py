@@ -8,9 +8,23 @@ from pathlib import Path
 import pytest
 
 from demo.dishes import write_dataset, write_dataset_zip
-from tests.support import postgres_url, redis_url, settings, start_worker
+from tests.support import (
+    _postgres_at_head,
+    migrated_postgres_url,
+    postgres_url,
+    redis_url,
+    settings,
+    start_worker,
+)
 
-__all__ = ["postgres_url", "redis_url", "settings", "start_worker"]  # fixtures, for every folder
+__all__ = [  # fixtures, for every folder
+    "_postgres_at_head",
+    "migrated_postgres_url",
+    "postgres_url",
+    "redis_url",
+    "settings",
+    "start_worker",
+]
 
 
 @pytest.fixture(scope="session")

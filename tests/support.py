@@ -18,7 +18,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,18 +95,48 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 # --- real PostgreSQL and Redis -----------------------------------------------------------------
 
 
+@contextmanager
+def _postgres_database(template: str | None = None) -> Iterator[str]:
+    """A database of its own on the machine's PostgreSQL (a copy of `template`, or empty),
+    dropped afterwards."""
+    name = f"foodlab_test_{uuid.uuid4().hex[:10]}"
+    copy_of = f' TEMPLATE "{template}"' if template else ""
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"{copy_of}')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        from core.db import get_engine
+
+        get_engine.cache_clear()  # engines hold pooled connections that would block DROP
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A fresh database on the machine's PostgreSQL, dropped afterwards."""
-    name = f"foodlab_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    """A fresh, empty database on the machine's PostgreSQL, dropped afterwards."""
+    with _postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def _postgres_at_head() -> Iterator[str]:
+    """The name of a database migrated to the head revision once per session."""
     from core.db import get_engine
 
-    get_engine.cache_clear()  # engines hold pooled connections that would block DROP
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with _postgres_database() as url:
+        upgrade(url)
+        get_engine(url).dispose()  # a template may have no open connection
+        yield url.rsplit("/", 1)[1]
+
+
+@pytest.fixture
+def migrated_postgres_url(_postgres_at_head: str) -> Iterator[str]:
+    """A fresh database at the head revision, copied from one migrated once per session
+    (PostgreSQL copies a template database as fast as it creates an empty one)."""
+    with _postgres_database(template=_postgres_at_head) as url:
+        yield url
 
 
 @pytest.fixture

@@ -8,18 +8,20 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import redis
 import torch
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from core import repository as repo
 from core.db import session_scope
-from core.migrate import upgrade
 from core.settings import Settings
 from core.storage import job_dir, sha256_of
+from core.tables import Job, utcnow
 from tests.service.faults_testlib import FoodlabWorker, TcpProxy, submit_job, tiny_archive
 from tests.support import client_for, make_settings, wait_until
 
@@ -30,18 +32,16 @@ FINISHED = {"succeeded", "failed", "cancelled"}
 
 
 @pytest.fixture
-def production(tmp_path: Path, postgres_url: str, redis_url: str) -> Settings:
-    settings = make_settings(
+def production(tmp_path: Path, migrated_postgres_url: str, redis_url: str) -> Settings:
+    return make_settings(
         tmp_path / "home",
-        database_url=postgres_url,
+        database_url=migrated_postgres_url,
         broker_url=redis_url,
         heartbeat_seconds=0.5,
         stale_after_seconds=3.0,
         resend_after_seconds=2.0,
         database_wait_seconds=60.0,
     )
-    upgrade(settings.database)
-    return settings
 
 
 @pytest.fixture
@@ -121,11 +121,19 @@ CHECKPOINT_KILLS = [
 
 
 def resume_here(settings: Settings, job_id: int) -> None:
-    """What the next worker does once the killed one's heartbeat is stale, in this process
-    (saves starting a second worker; `test_job_runs_*` cover the process side)."""
+    """What the next worker does once the dead one's heartbeat is stale, in this process
+    (saves starting a second worker; `test_job_runs_*` cover the process side). The heartbeat
+    is aged past `stale_after` instead of waited out: the worker that wrote it is gone, and
+    the reaper's clock is `test_job_lifecycle.py`'s (and the tests below wait it out)."""
     from workers.jobs import requeue_stale_jobs, run_job
 
-    wait_until(lambda: requeue_stale_jobs(settings), TIMEOUT, "the heartbeat to go stale")
+    with session_scope(settings.database) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(heartbeat_at=utcnow() - timedelta(seconds=settings.stale_after_seconds + 1))
+        )
+    assert requeue_stale_jobs(settings)
     run_job(settings, job_id, device="cpu")
 
 

@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import func, select
 
 from core.db import session_scope
-from core.migrate import upgrade
 from core.search import optuna_storage
 from core.settings import Settings
 from core.tables import EpochMetric, Job
@@ -24,19 +23,18 @@ SEARCH_TIMEOUT = 600.0
 
 def test_search_with_a_hopeless_space_prunes_survives_a_killed_worker_and_finishes(
     tmp_path: Path,
-    postgres_url: str,
+    migrated_postgres_url: str,
     redis_url: str,
     synth_zip: Path,
     start_worker: Callable[[Settings], Worker],
 ) -> None:
     settings = make_settings(
         tmp_path / "home",
-        database_url=postgres_url,
+        database_url=migrated_postgres_url,
         broker_url=redis_url,
         heartbeat_seconds=0.5,
         stale_after_seconds=4.0,
     )
-    upgrade(settings.database)
     workers = [start_worker(settings), start_worker(settings)]
     logs = lambda: [w.log for w in workers]  # noqa: E731 - read when a wait times out
     with client_for(settings) as client:

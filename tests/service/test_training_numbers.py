@@ -11,7 +11,6 @@ from torch import nn
 
 from core import repository as repo
 from core.db import session_scope
-from core.migrate import upgrade
 from core.settings import Settings
 from core.specs import EpochMetrics, JobRunInfo
 from core.tables import Dataset, EpochMetric, Job, JobStatus
@@ -20,10 +19,8 @@ from tests.support import make_settings
 
 
 @pytest.fixture
-def on_postgres(tmp_path: Path, postgres_url: str) -> Settings:
-    settings = make_settings(tmp_path / "home", database_url=postgres_url)
-    upgrade(settings.database)
-    return settings
+def on_postgres(tmp_path: Path, migrated_postgres_url: str) -> Settings:
+    return make_settings(tmp_path / "home", database_url=migrated_postgres_url)
 
 
 def _job(settings: Settings, data: Path, hyperparameters: dict) -> int:
