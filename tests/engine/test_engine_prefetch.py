@@ -23,6 +23,7 @@ def _readers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "batch-reader"]
 
 
+@pytest.mark.slow  # two whole trainings compared
 def test_training_with_the_reader_thread_equals_training_without(
     synth_data: Path, tmp_path: Path, runs: Path, monkeypatch: pytest.MonkeyPatch
 ):
