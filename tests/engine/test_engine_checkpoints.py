@@ -19,7 +19,7 @@ from workers.engine.checkpoints import (
     commit_staged,
     snapshot,
 )
-from workers.engine.run import checkpoint_interval
+from workers.engine.run import checkpoint_interval, checkpoints_in_background
 from workers.engine.runtime import Runtime
 
 
@@ -96,9 +96,12 @@ def _train_with(clock: _Clock, spec, data: Path, run: Path, cache: Path, monkeyp
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("background", [True, False], ids=["background", "in-line"])
 def test_checkpoints_follow_the_clock_keep_best_and_last_and_resume_exactly(
-    easy_data: Path, tmp_path: Path, runs: Path, monkeypatch: pytest.MonkeyPatch
+    easy_data: Path, tmp_path: Path, runs: Path, monkeypatch: pytest.MonkeyPatch, background: bool
 ):
+    # In the background as on a GPU, in line as on the CPU: the same files and rows.
+    monkeypatch.setattr("workers.engine.run.checkpoints_in_background", lambda _: background)
     spec, cache = tiny_spec(epochs=6, lr=1e-4), tmp_path / "cache"
     clock = _Clock()
     whole = _train_with(clock, spec, easy_data, runs / "whole", cache, monkeypatch)
@@ -172,7 +175,23 @@ def test_the_default_interval_is_every_epoch_on_the_cpu_and_30_s_on_a_gpu():
     cpu = Runtime(torch.device("cpu"), None, channels_last=False, sync_every=1)
     gpu = Runtime(torch.device("cuda", 0), torch.bfloat16, channels_last=True, sync_every=25)
     assert checkpoint_interval(cpu, None) == 0 and checkpoint_interval(gpu, None) == 30
+    assert checkpoints_in_background(gpu) and not checkpoints_in_background(cpu)
     assert checkpoint_interval(gpu, 5) == 5 and checkpoint_interval(cpu, 60) == 60
     snap = snapshot({"w": (weights := torch.ones(2)), "n": [torch.zeros(1)], "k": 3})
     weights += 1  # the live tensor moves on; the snapshot does not
     assert snap["w"].tolist() == [1, 1] and snap["k"] == 3
+
+
+def test_on_the_cpu_an_epochs_row_lands_before_the_next_epoch_trains(
+    easy_data: Path, tmp_path: Path, runs: Path
+):
+    """What a search's pruner and early stopping read: epoch 1's metrics reach the callbacks
+    before epoch 2's first batch (a background write could hold them past a tiny epoch)."""
+    recorder = Recorder()
+    train(tiny_spec(epochs=2), easy_data, runs / "run", callbacks=[recorder], cache_dir=tmp_path)
+    order = [
+        (name, value.epoch)
+        for name, value in recorder.events
+        if name in ("epoch", "batch") and value.epoch <= 2
+    ]
+    assert order.index(("epoch", 1)) < order.index(("batch", 2))

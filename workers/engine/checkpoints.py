@@ -272,8 +272,16 @@ class EpochSaver(TrainingCallback):
     stay in epoch order. Each named point may pause a test worker (core.faults).
     """
 
-    def __init__(self, out_dir: Path, events: CallbackList, schedule: CheckpointSchedule) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        events: CallbackList,
+        schedule: CheckpointSchedule,
+        *,
+        background: bool = True,
+    ) -> None:
         self.out_dir, self.events, self.schedule = out_dir, events, schedule
+        self.background = background  # False: each write is committed before epoch_done returns
         self.writer = CheckpointWriter()
         self.in_flight: EpochMetrics | None = None  # the epoch whose last.pt is being written
         self.waiting: list[EpochMetrics] = []  # later epochs, recorded after it
@@ -288,6 +296,8 @@ class EpochSaver(TrainingCallback):
             self.writer.submit(self.out_dir / LAST, snapshot(state()), "last", metrics.epoch)
             self.schedule.written()
             self.in_flight = metrics
+            if not self.background:
+                self.finish()
         elif self.writer.busy:
             self.waiting.append(metrics)
         else:

@@ -127,7 +127,7 @@ def train(
     if checkpoint_seconds is None:
         checkpoint_seconds = get_settings().checkpoint_seconds
     schedule = CheckpointSchedule(checkpoint_interval(runtime, checkpoint_seconds))
-    saver = EpochSaver(out_dir, events, schedule)
+    saver = EpochSaver(out_dir, events, schedule, background=checkpoints_in_background(runtime))
     try:
         status, _ = _run_epochs(step, spec, prepared, history, saver)
         saver.finish()  # the last epochs' files and rows, before the bundle is made from them
@@ -245,6 +245,14 @@ def checkpoint_interval(runtime: Runtime, configured: float | None) -> float:
     if configured is not None:
         return configured
     return GPU_CHECKPOINT_SECONDS if runtime.device.type == "cuda" else 0.0
+
+
+def checkpoints_in_background(runtime: Runtime) -> bool:
+    """Whether checkpoints are written while the next epoch trains: on a GPU, where the write
+    is host work the device need not wait for. On the CPU the writer thread would take the
+    cores training uses, and written in line an epoch's rows land at its end, so a search's
+    pruning and early stopping act on the epoch just done (tiny epochs outran the writer)."""
+    return runtime.device.type == "cuda"
 
 
 class EpochClock:
