@@ -359,11 +359,14 @@ def main() -> None:
         write_report(results, sizes, args)  # each database's figures as soon as they exist
 
 
+LOAD_AT_START = os.getloadavg()[0]  # other work on the machine skews absolute times
+
+
 def write_report(results: dict[str, Any], sizes: list[int], args: argparse.Namespace) -> None:
     report = {
         "command": "python -m bench.api_scale " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-        "(shared with other work while it ran)",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"load average {LOAD_AT_START:.1f} at the start",
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "sizes": sizes,
         "rounds": args.rounds,

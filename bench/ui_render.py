@@ -62,6 +62,9 @@ TARGET_MS = 1000.0
 CLASSES = ["bakso", "gado-gado", "nasi-goreng", "rendang", "sate"]
 
 
+LOAD_AT_START = os.getloadavg()[0]  # other work on the machine skews absolute times
+
+
 def epoch_rows(job_id: int, epochs: int, rng: random.Random) -> list[dict]:
     ceiling = rng.uniform(0.5, 0.85)
     rows = []
@@ -266,7 +269,8 @@ def report(
 ) -> None:
     results = {
         "command": "python bench/ui_render.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared with other work)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
+        f"{LOAD_AT_START:.1f} at the start",
         "load_average_1min": {"before": round(load[0], 1), "after": round(load[1], 1)},
         "database": "SQLite (embedded default)",
         "jobs": jobs,
