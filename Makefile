@@ -22,9 +22,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The edit-test loop: no worker processes, databases other than SQLite, browser or
-# torch.compile; tests that take more than a few seconds are marked slow and left out.
+# torch.compile; tests that take more than a few seconds are marked slow and left out. One
+# test process per core (a test file stays in one, so its fixtures are built once), each with
+# one OpenMP thread: processes with several would busy-wait on each other's cores.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not integration and not slow and not browser" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile \
+		-m "not integration and not slow and not browser" $(PYTEST_ARGS)
 
 lint: $(STAMP) typecheck
 	$(BIN)/ruff check .

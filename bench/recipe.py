@@ -282,8 +282,7 @@ def markdown(stats: dict[str, Any], checks: dict[str, float], context: dict[str,
         f"validation photos, same split; {context['test_size']} held out); seeds "
         f"{context['seeds']}; {context['threads']} threads on {context['cpus']} CPUs "
         f"({context['cpu']}); load average at the start "
-        f"{context['load_before']}"
-        + (". The machine was shared with other work." if context["load_before"][0] > 0.5 else "."),
+        f"{context['load_before']}" + ".",
         "",
         "| run | epochs | wall-clock s | best val accuracy (mean ± std) | test accuracy |",
         "|---|---:|---:|---:|---:|",
