@@ -1,6 +1,6 @@
 """Accuracy parity of bfloat16 and float32 training on real photos, over seeds.
 
-    .venv/bin/python bench/precision_parity.py [--data DIR] [--seeds 0 1 2] [--epochs N]
+    .venv/bin/python -m bench.precision_parity [--data DIR] [--seeds 0 1 2] [--epochs N]
 
 Trains the same preset (default `recommended`, ResNet-34 from scratch at 64x64) once per seed
 in float32 and once in bfloat16 autocast (channels_last, as `precision: auto` trains on a CPU
@@ -18,15 +18,14 @@ import platform
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench.recipe import train_in_temp_folder
 from core.specs import ArchitectureSpec, TrainSpec, resolve_hyperparameters
 from models.inference import cpu_has_native_bf16
-from workers.engine import train
 from workers.engine.runtime import available_cpus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,19 +57,14 @@ def run_one(args: argparse.Namespace, precision: str, seed: int, cache: Path) ->
         overrides["epochs"] = args.epochs
     hp = resolve_hyperparameters(args.preset, overrides)
     spec = TrainSpec(architecture=ArchitectureSpec(name=args.arch), hyperparameters=hp)
-    out = Path(tempfile.mkdtemp(prefix="foodlab-parity-"))
-    started = time.perf_counter()
-    try:
-        result = train(spec, args.data, out, cache_dir=cache)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    result, seconds = train_in_temp_folder(spec, args.data, cache)
     accuracies = [m.val_accuracy for m in result.epochs]
     print(f"{precision} seed {seed}: best {max(accuracies):.3f}", flush=True)
     return {
         "precision": precision,
         "seed": seed,
         "epochs": hp.epochs,
-        "seconds": time.perf_counter() - started,
+        "seconds": seconds,
         "val_accuracy": accuracies,
         "best_val_accuracy": max(accuracies),
         "test_accuracy": result.test.accuracy if result.test is not None else None,

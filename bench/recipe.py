@@ -42,7 +42,7 @@ from torchvision import transforms as T
 from core.datasets import load_or_create_split, scan_dataset
 from core.specs import ArchitectureSpec, TrainSpec, resolve_hyperparameters
 from models.preprocess import IMAGENET_MEAN, IMAGENET_STD, default_resize_size
-from workers.engine import train
+from workers.engine import RunResult, train
 from workers.engine.runtime import available_cpus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -183,6 +183,17 @@ def run_script(args: argparse.Namespace, seed: int, split: Any, scan: Any) -> di
 # --- foodlab ----------------------------------------------------------------------------------
 
 
+def train_in_temp_folder(spec: TrainSpec, data: Path, cache: Path) -> tuple[RunResult, float]:
+    """One foodlab run into a folder removed afterwards: (its result, wall-clock seconds)."""
+    out = Path(tempfile.mkdtemp(prefix="foodlab-bench-"))
+    started = time.perf_counter()
+    try:
+        result = train(spec, data, out, cache_dir=cache)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return result, time.perf_counter() - started
+
+
 def run_foodlab(
     args: argparse.Namespace, seed: int, arch: str, epochs: int, cache: Path
 ) -> dict[str, Any]:
@@ -190,18 +201,13 @@ def run_foodlab(
         args.preset, {"image_size": args.image_size, "epochs": epochs, "seed": seed}
     )
     spec = TrainSpec(architecture=ArchitectureSpec(name=arch), hyperparameters=hp)
-    out = Path(tempfile.mkdtemp(prefix="foodlab-recipe-"))
-    started = time.perf_counter()
-    try:
-        result = train(spec, args.data, out, cache_dir=cache)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    result, seconds = train_in_temp_folder(spec, args.data, cache)
     accuracies = [m.val_accuracy for m in result.epochs]
     print(f"foodlab {arch} seed {seed} {epochs} epochs: best {max(accuracies):.3f}", flush=True)
     return {
         "arch": arch,
         "epochs": epochs,
-        "seconds": time.perf_counter() - started,
+        "seconds": seconds,
         "val_accuracy": accuracies,
         "best_val_accuracy": max(accuracies),
         "epoch_seconds": [m.epoch_seconds for m in result.epochs],
