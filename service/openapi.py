@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 BEARER = "bearerAuth"  # the security scheme's name in the document
@@ -101,28 +102,51 @@ def add_links(paths: dict[str, Any]) -> None:
 
 
 def install_contract(app: FastAPI) -> None:
-    """Replace `app.openapi` with the completed document (built once, then cached)."""
+    """Replace `app.openapi` with the completed document, built once per route table."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, summary=app.summary, routes=app.routes
-            )
-            for path, item in schema.get("paths", {}).items():
-                for method, operation in item.items():
-                    complete_operation(method, path, operation)
-            add_links(schema.get("paths", {}))
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.pop("HTTPValidationError", None)
-            components.pop("ValidationError", None)
-            components.update(_models_schema(ErrorPublic))
-            schema["components"].setdefault("securitySchemes", {}).setdefault(
-                BEARER, {"type": "http", "scheme": "bearer"}
-            )
-            app.openapi_schema = schema
+            app.openapi_schema = completed_document(app)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# Building the document takes a third of a second; every app `create_app` makes in a process
+# (the tests make hundreds) has the same routes, so they share one. Read it, never change it.
+_DOCUMENTS: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+def completed_document(app: FastAPI) -> dict[str, Any]:
+    # What the document says of a route follows from its path, methods and endpoint (named,
+    # not by identity: FastAPI's own routes are closures made anew for each app).
+    routes = tuple(
+        (route.path, frozenset(route.methods or ()), route.endpoint.__module__, route.name)
+        for route in app.routes
+        if isinstance(route, APIRoute) and route.include_in_schema
+    )
+    key = (app.title, app.version, app.summary, routes)
+    if key not in _DOCUMENTS:
+        _DOCUMENTS[key] = _build_document(app)
+    return _DOCUMENTS[key]
+
+
+def _build_document(app: FastAPI) -> dict[str, Any]:
+    schema = get_openapi(
+        title=app.title, version=app.version, summary=app.summary, routes=app.routes
+    )
+    for path, item in schema.get("paths", {}).items():
+        for method, operation in item.items():
+            complete_operation(method, path, operation)
+    add_links(schema.get("paths", {}))
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components.update(_models_schema(ErrorPublic))
+    schema["components"].setdefault("securitySchemes", {}).setdefault(
+        BEARER, {"type": "http", "scheme": "bearer"}
+    )
+    return schema
 
 
 def _models_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ def test_without_nvidia_smi_it_fails_cleanly(tmp_path: Path):
     assert "no NVIDIA GPU here (nvidia-smi not found)" in result.stderr
 
 
+@pytest.mark.slow
 def test_when_torch_sees_no_gpu_it_fails_cleanly(tmp_path: Path):
     fake = tmp_path / "bin"
     fake.mkdir()

@@ -48,16 +48,19 @@ def every_module_of(package: str) -> str:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("package", sorted(TORCH_FREE))
 def test_torch_free_packages_import_no_torch_and_nothing_above_them(package: str) -> None:
     loaded = loaded_after(every_module_of(package))
     assert not loaded & ({"torch", "torchvision"} | TORCH_FREE[package])
 
 
+@pytest.mark.slow
 def test_the_api_does_not_load_training_code() -> None:
     assert not loaded_after("import service.app") & {"workers", "cli"}
 
 
+@pytest.mark.slow
 def test_the_study_command_loads_no_torch_until_it_trains() -> None:
     assert not loaded_after("import cli.study") & {"torch", "workers"}
 

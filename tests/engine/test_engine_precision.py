@@ -265,6 +265,7 @@ def test_cpu_bfloat16_is_not_used_where_its_gradients_are_wrong():
         fit_image_size(bf16, "bfloat16", 16)
 
 
+@pytest.mark.slow
 @needs_bf16
 def test_bfloat16_gradients_are_exact_at_the_smallest_size_it_trains():
     """At 16 px oneDNN's bf16 backward gives run-to-run garbage in layer4; from 17 px up the
