@@ -24,9 +24,11 @@ test: $(STAMP)
 # The edit-test loop: no worker processes, databases other than SQLite, browser or
 # torch.compile; tests that take more than a few seconds are marked slow and left out. One
 # test process per core (a test file stays in one, so its fixtures are built once), each with
-# one OpenMP thread: processes with several would busy-wait on each other's cores.
+# one OpenMP thread: processes with several would busy-wait on each other's cores. Only the
+# plugins it uses are loaded (schemathesis's would import Hypothesis into every process).
 test-fast: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile \
+	OMP_NUM_THREADS=1 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(BIN)/python -m pytest -q \
+		-p xdist.plugin -p pytest_timeout -n auto --dist loadfile \
 		-m "not integration and not slow and not browser" $(PYTEST_ARGS)
 
 lint: $(STAMP) typecheck

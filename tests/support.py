@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,17 +71,35 @@ def copy_sqlite(source: Path, target: Path) -> None:
         src.backup(dst)
 
 
+class _PooledClient(TestClient):
+    """A TestClient that hands its app back to the pool when it closes."""
+
+    def __exit__(self, *args: Any) -> None:
+        try:
+            super().__exit__(*args)
+        finally:
+            _idle_apps.append(self.app)  # type: ignore[arg-type]
+
+
+# Apps whose clients have closed. FastAPI builds an app's routes on its first request (a tenth
+# of a second on a slow machine, for every API test), so a test reuses a closed one: every
+# use replaces the dependency overrides, and the lifespan builds a new model server.
+_idle_apps: list[Any] = []
+
+
 def client_for(settings: Settings, model_server: Any = None) -> TestClient:
-    """A client of a fresh app seeing `settings` (and `model_server`, when given, instead of
-    the one its lifespan builds). Use it as a context manager so the lifespan runs."""
+    """A client of an app seeing `settings` (and `model_server`, when given, instead of the
+    one its lifespan builds), no other client's meanwhile. Use it as a context manager: the
+    lifespan runs, and the app is free again afterwards."""
     from service.app import create_app
     from service.deps import current_settings, get_model_server
 
-    app = create_app()
+    app = _idle_apps.pop() if _idle_apps else create_app()
+    app.dependency_overrides.clear()
     app.dependency_overrides[current_settings] = lambda: settings
     if model_server is not None:
         app.dependency_overrides[get_model_server] = lambda: model_server
-    return TestClient(app)
+    return _PooledClient(app)
 
 
 @pytest.fixture
@@ -90,6 +108,25 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     `@pytest.mark.settings(**fields)` gets those fields set."""
     marker = request.node.get_closest_marker("settings")
     return migrated_settings(tmp_path / "home", **(marker.kwargs if marker else {}))
+
+
+# --- one test per architecture -----------------------------------------------------------------
+
+# The study's two networks are built in every lane; a per-architecture test's copies for the
+# other variants are marked slow (`make test` runs them, `make test-fast` leaves them out:
+# building and running eight ResNet-34s is most of a fast lane's time).
+STUDY_ARCHITECTURES = ("resnet34", "plain34")
+
+
+def per_architecture(cases: Iterable[Any]) -> list[Any]:
+    """pytest.param for each case (an architecture name, or a tuple that starts with one),
+    marked slow unless it is one of the study's two networks."""
+    params = []
+    for case in cases:
+        values = case if isinstance(case, tuple) else (case,)
+        slow = () if values[0] in STUDY_ARCHITECTURES else (pytest.mark.slow,)
+        params.append(pytest.param(*values, marks=slow))
+    return params
 
 
 # --- real PostgreSQL and Redis -----------------------------------------------------------------

@@ -89,6 +89,7 @@ def imported_packages(path: Path) -> set[str]:
     return names
 
 
+@pytest.mark.slow
 def test_every_package_imports_only_what_the_layout_table_allows() -> None:
     ours = set(MAY_IMPORT)
     offenders = {

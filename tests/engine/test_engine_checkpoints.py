@@ -182,6 +182,7 @@ def test_the_default_interval_is_every_epoch_on_the_cpu_and_30_s_on_a_gpu():
     assert snap["w"].tolist() == [1, 1] and snap["k"] == 3
 
 
+@pytest.mark.slow
 def test_on_the_cpu_an_epochs_row_lands_before_the_next_epoch_trains(
     easy_data: Path, tmp_path: Path, runs: Path
 ):

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch._dynamo.utils
 from engine_testlib import tiny_spec
 
 from core.specs import ArchitectureSpec, TrainSpec
@@ -37,7 +36,10 @@ def test_the_fourth_compiled_job_in_one_process_still_runs_compiled(
     monkeypatch.setattr(
         torch, "compile", functools.partial(torch.compile, backend=counting_backend)
     )
-    frames = torch._dynamo.utils.counters["frames"]
+    # Imported here: Dynamo costs two seconds of every test collection.
+    from torch._dynamo.utils import counters
+
+    frames = counters["frames"]
     jobs = [("resnet34", 32), ("se_resnet34", 32), ("eca_resnet34", 40), ("resnet34d", 40)]
     for number, (name, size) in enumerate(jobs, start=1):
         calls[0], compiled_before = 0, frames["ok"]

@@ -139,6 +139,7 @@ def _batches(count: int, classes: int = 3) -> list[tuple[torch.Tensor, torch.Ten
     ]
 
 
+@pytest.mark.slow
 def test_loss_scaling_skips_overflowed_steps_without_a_sync_per_step(
     monkeypatch: pytest.MonkeyPatch,
 ):

@@ -10,6 +10,7 @@ from engine_testlib import tiny_spec
 
 from core.specs import ArchitectureSpec, EpochMetrics, SpecError, resolve_hyperparameters
 from models import ARCHITECTURES, build_model, stage_grad_norms
+from tests.support import per_architecture
 from workers.engine import train
 from workers.engine.grad_norms import StageGradNorms
 from workers.engine.optim import lr_factor
@@ -121,7 +122,7 @@ def test_learning_rate_schedules():
     assert onecycle[-1] < 0.01
 
 
-@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("name", per_architecture(sorted(ARCHITECTURES)))
 def test_stage_norms_match_models(name: str):
     """The engine's on-device stage norms group parameters as models.stage_grad_norms does."""
     torch.manual_seed(0)

@@ -148,6 +148,7 @@ def test_rerun_with_more_epochs_resumes(easy_data: Path, tmp_path: Path, runs: P
     assert [m.epoch for m in longer.epochs] == [1, 2] and longer.epochs[0] == first.epochs[0]
 
 
+@pytest.mark.slow
 def test_pretrained_weights_initialise_the_model(easy_data: Path, tmp_path: Path, runs: Path):
     torch.manual_seed(123)
     source = build_model("resnet34", 1000)  # ImageNet-sized head: replaced, not loaded

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torchvision.transforms.v2.functional as TF
 
 from workers.engine.augment import BatchTransform
 from workers.engine.trivial_augment import (
@@ -15,6 +14,14 @@ from workers.engine.trivial_augment import (
     draw_operations,
     fold_into_crops,
 )
+
+
+def _tf():
+    """torchvision's v2 functional ops, imported when a test runs: importing torchvision costs
+    every test process three seconds of collection, and most never compare with it."""
+    import torchvision.transforms.v2.functional as TF
+
+    return TF
 
 
 def _images(n: int = 4, size: int = 16, seed: int = 0) -> torch.Tensor:
@@ -30,13 +37,13 @@ def _ops(name: str, magnitude: float, n: int = 4) -> torch.Tensor:
 @pytest.mark.parametrize(
     ("name", "magnitude", "reference"),
     [
-        ("brightness", 0.5, lambda x: TF.adjust_brightness(x, 1.5)),
-        ("brightness", -0.7, lambda x: TF.adjust_brightness(x, 0.3)),
-        ("color", 0.8, lambda x: TF.adjust_saturation(x, 1.8)),
-        ("contrast", -0.4, lambda x: TF.adjust_contrast(x, 0.6)),
-        ("sharpness", 0.9, lambda x: TF.adjust_sharpness(x, 1.9)),
-        ("autocontrast", 0.0, TF.autocontrast),
-        ("solarize", 12.0, lambda x: TF.solarize(x, 1 - 12 / 30)),
+        ("brightness", 0.5, lambda x: _tf().adjust_brightness(x, 1.5)),
+        ("brightness", -0.7, lambda x: _tf().adjust_brightness(x, 0.3)),
+        ("color", 0.8, lambda x: _tf().adjust_saturation(x, 1.8)),
+        ("contrast", -0.4, lambda x: _tf().adjust_contrast(x, 0.6)),
+        ("sharpness", 0.9, lambda x: _tf().adjust_sharpness(x, 1.9)),
+        ("autocontrast", 0.0, lambda x: _tf().autocontrast(x)),
+        ("solarize", 12.0, lambda x: _tf().solarize(x, 1 - 12 / 30)),
     ],
 )
 def test_colour_operations_agree_with_torchvision(name, magnitude, reference) -> None:
@@ -47,6 +54,7 @@ def test_colour_operations_agree_with_torchvision(name, magnitude, reference) ->
 
 @pytest.mark.parametrize("bin_", [0, 7, 30])
 def test_posterize_and_equalize_agree_with_torchvision_on_uint8(bin_: int) -> None:
+    TF = _tf()
     images = _images()
     as_uint8 = (images * 255).round().to(torch.uint8)
     bits = 8 - round(bin_ * 6 / 30)

@@ -75,6 +75,7 @@ def test_compare_errors_name_the_parameter(
     assert (response.status_code, response.json()["field"]) == (status, field)
 
 
+@pytest.mark.slow
 def test_png_endpoints(client: TestClient, session: Session, dataset: Dataset) -> None:
     a = add_run(session, dataset, "plain34", [0.2, 0.3])
     b = add_run(session, dataset, "resnet34", [0.3, 0.5])
@@ -98,6 +99,7 @@ def test_latency_comes_from_the_job_and_may_be_missing(
     assert [row["inference_ms"] for row in rows] == [4.25, None]
 
 
+@pytest.mark.slow
 def test_a_picture_is_drawn_again_only_when_what_it_shows_changed(
     client: TestClient, session: Session, dataset: Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:

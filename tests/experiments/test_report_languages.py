@@ -174,6 +174,7 @@ def prose_words(markdown: str) -> list[str]:
     return re.findall(r"[A-Za-z][A-Za-z-]*", text)
 
 
+@pytest.mark.slow
 def test_the_indonesian_report_has_the_course_sections_in_order(
     full_study: StudyData, tmp_path: Path
 ) -> None:
@@ -242,6 +243,7 @@ def test_no_english_sentence_is_left(reports: dict[tuple[str, str], str], templa
     assert len([w for w in prose_words(english) if w.lower() in ENGLISH_WORDS]) > 50
 
 
+@pytest.mark.slow
 def test_a_study_without_modifications_says_what_to_run(home: Path) -> None:
     study = study_of(make_jobs(["plain34", "resnet34"]))
     report, figures = render(study, "id", TUGAS)

@@ -46,6 +46,7 @@ def _plain_types_only(value) -> bool:
     return isinstance(value, torch.Tensor | str | int | float | type(None))
 
 
+@pytest.mark.slow
 def test_file_is_plain_data(bundle_file):
     payload = torch.load(bundle_file, weights_only=True)
     assert _plain_types_only(payload)

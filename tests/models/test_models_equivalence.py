@@ -3,15 +3,16 @@
 import re
 
 import pytest
-import timm
 import torch
-import torchvision
 from models_testlib import fresh, randomize_norms_
 
 from models import ARCHITECTURES, count_parameters
+from tests.support import per_architecture
 
 
 def test_resnet34_is_torchvision(images):
+    import torchvision  # here, not at collection: torchvision costs every test process 3 s
+
     reference = randomize_norms_(torchvision.models.resnet34(num_classes=5)).eval()
     ours = fresh("resnet34").eval()
     assert count_parameters(ours) == count_parameters(reference) == 21_287_237
@@ -51,8 +52,12 @@ TIMM_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("ours_name", "timm_name", "kwargs", "our_key", "equivalent"), TIMM_CASES)
+@pytest.mark.parametrize(
+    ("ours_name", "timm_name", "kwargs", "our_key", "equivalent"), per_architecture(TIMM_CASES)
+)
 def test_same_design_as_timm(ours_name, timm_name, kwargs, our_key, equivalent, images):
+    import timm  # here, not at collection: timm and torchvision cost every test process 4 s
+
     assert ARCHITECTURES[ours_name].timm_equivalent == equivalent
     ours = randomize_norms_(fresh(ours_name)).eval()
     # timm's model on the meta device (skips its random init); it gets our tensors below.

@@ -7,6 +7,7 @@ import torch
 
 import models
 from models import inference
+from tests.support import per_architecture
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, torch.float32)])
@@ -52,7 +53,7 @@ def _with_trained_looking_batch_norms(model: torch.nn.Module) -> torch.nn.Module
     return model.eval()
 
 
-@pytest.mark.parametrize("architecture", sorted(models.ARCHITECTURES))
+@pytest.mark.parametrize("architecture", per_architecture(sorted(models.ARCHITECTURES)))
 def test_folding_batch_norms_keeps_the_answers(architecture: str) -> None:
     torch.manual_seed(0)
     model = _with_trained_looking_batch_norms(models.build_model(architecture, 4))

@@ -3,7 +3,6 @@ import io
 import numpy as np
 import pytest
 import torch
-import torchvision.transforms as T
 from PIL import Image
 
 from models.preprocess import (
@@ -29,6 +28,8 @@ def test_resize_and_crop_converts_to_rgb():
 
 
 def test_same_pixels_as_torchvision_eval_transform():
+    import torchvision.transforms as T  # here, not at collection: it costs 3 s
+
     img = Image.fromarray(torch.randint(0, 256, (48, 80, 3), dtype=torch.uint8).numpy())
     ours = to_normalized_tensor([resize_shorter_and_center_crop(img, 37, 32)])
     reference = T.Compose(

@@ -2,7 +2,6 @@ import logging
 
 import pytest
 import torch
-import torchvision
 from models_testlib import fresh, skeleton
 
 from models import ModelConfigError, build_model, load_pretrained
@@ -10,6 +9,8 @@ from models import ModelConfigError, build_model, load_pretrained
 
 @pytest.fixture(scope="module")
 def imagenet_model():
+    import torchvision  # here, not at collection: torchvision costs every test process 3 s
+
     return torchvision.models.resnet34(num_classes=1000)
 
 
@@ -21,6 +22,7 @@ def imagenet_file(imagenet_model, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_fc_of_other_class_count_is_skipped(imagenet_file, caplog):
     reference = torch.load(imagenet_file, weights_only=True)
     with caplog.at_level(logging.INFO, logger="models"):

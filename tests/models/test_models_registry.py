@@ -16,13 +16,14 @@ from models import (
     validate_options,
 )
 from models.layers import ACT_LAYERS, ATTN_LAYERS
+from tests.support import per_architecture
 
 
 def test_expected_params_cover_registry():
     assert set(EXPECTED_PARAMS) == set(ARCHITECTURES)
 
 
-@pytest.mark.parametrize("name", ALL_NAMES)
+@pytest.mark.parametrize("name", per_architecture(ALL_NAMES))
 def test_forward_backward(name, images):
     model = fresh(name)
     assert count_parameters(model) == EXPECTED_PARAMS[name]
@@ -54,6 +55,7 @@ def test_option_literals_match_layer_tables():
     assert set(typing.get_args(hints["act"])) == set(ACT_LAYERS)
 
 
+@pytest.mark.slow
 def test_presets_are_just_options():
     assert count_parameters(skeleton("resnet34", attn="se")) == EXPECTED_PARAMS["se_resnet34"]
     assert count_parameters(skeleton("resnet34", residual=False)) == EXPECTED_PARAMS["plain34"]

@@ -1,13 +1,15 @@
 import pytest
 import torch
-import torchvision
 from models_testlib import ALL_NAMES, EXPECTED_PARAMS, fresh, skeleton
 
 from models import ARCHITECTURES, ModelConfigError, architecture_summary, build_model, count_flops
 from models.summary import _summary
+from tests.support import per_architecture
 
 
 def test_flops_counts_multiply_add_as_two():
+    import torchvision  # here, not at collection: torchvision costs every test process 3 s
+
     # FLOPs need shapes only: meta-device models count without computing anything.
     with torch.device("meta"):
         model = build_model("resnet34", 5).train()
@@ -28,7 +30,7 @@ def test_count_flops_on_real_weights(images):
     assert count_flops(model, 64) == count_flops(skeleton("resnet34"), 64)
 
 
-@pytest.mark.parametrize("name", ALL_NAMES)
+@pytest.mark.parametrize("name", per_architecture(ALL_NAMES))
 def test_architecture_summary(name):
     summary = architecture_summary(name)  # 5 classes, 224x224: the docs table
     assert set(summary) == {

@@ -296,6 +296,7 @@ def test_tokens_guard_mutating_endpoints(tmp_path: Path, synth_zip: Path) -> Non
         assert client.post("/jobs/1/cancel").status_code == 401
 
 
+@pytest.mark.slow
 def test_architectures_are_listed_with_costs(client: TestClient) -> None:
     body = client.get("/architectures").json()
     by_name = {arch["name"]: arch for arch in body["data"]}

@@ -323,6 +323,7 @@ def test_an_error_outside_training_still_ends_the_job(
     assert job.error_message == "RuntimeError: bundle export failed (simulated)"
 
 
+@pytest.mark.slow
 def test_a_worker_that_lost_its_lease_writes_no_end(
     settings: Settings, job_id: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -40,6 +40,7 @@ def ids(first: int, count: int) -> str:
     return ",".join(str(job_id) for job_id in range(first, first + count))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("endpoint", ["/compare", "/compare/curves.png"])
 def test_a_comparison_costs_the_same_statements_for_2_or_20_jobs(
     settings: Settings, client: TestClient, endpoint: str

@@ -123,6 +123,7 @@ def test_a_search_runs_its_trials_as_jobs_and_reports_the_best(
     assert Path(optuna_url(settings.database).removeprefix("sqlite:///")).is_file()
 
 
+@pytest.mark.slow
 def test_cancelling_a_search_cancels_its_queued_trial(
     client: TestClient, settings: Settings, dataset_id: int
 ) -> None:

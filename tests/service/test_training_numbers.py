@@ -70,6 +70,7 @@ def test_non_finite_floats_never_reach_a_json_column(on_postgres: Settings, tmp_
         assert job.run_info["series"] == [1.0, None] and job.run_info["start_epoch"] == 1
 
 
+@pytest.mark.slow
 def test_a_diverged_run_fails_with_what_to_change(
     on_postgres: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

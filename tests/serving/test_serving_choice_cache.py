@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from serving_testlib import Catalog, one_jpeg
 from sqlalchemy.orm import Session
@@ -68,6 +69,7 @@ def test_a_warm_predict_reads_one_row_and_sorts_nothing(
     assert all("serving_generation" in sql and "ORDER BY" not in sql for sql, _ in statements)
 
 
+@pytest.mark.slow
 def test_a_better_job_finished_by_another_process_serves_next(
     client: TestClient, catalog: Catalog, settings: Settings, session: Session
 ) -> None:
@@ -80,6 +82,7 @@ def test_a_better_job_finished_by_another_process_serves_next(
     assert serving_job(client) == running.id
 
 
+@pytest.mark.slow
 def test_a_worse_job_finishing_changes_nothing(
     client: TestClient, catalog: Catalog, settings: Settings
 ) -> None:

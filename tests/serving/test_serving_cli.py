@@ -38,6 +38,7 @@ def photo(tmp_path: Path, name: str = "lunch.jpg") -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_prints_the_top_k_table(
     foodlab: typer.Typer, catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

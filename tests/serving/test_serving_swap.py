@@ -46,6 +46,7 @@ def class_names(body: dict) -> set[str]:  # type: ignore[type-arg]
     return {guess["class_name"] for guess in body["data"][0]["top_k"]}
 
 
+@pytest.mark.slow
 def test_request_in_flight_keeps_its_model_while_another_is_promoted(
     client: TestClient, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
