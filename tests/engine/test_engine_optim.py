@@ -8,7 +8,7 @@ import pytest
 import torch
 from engine_testlib import tiny_spec
 
-from core.specs import SpecError, resolve_hyperparameters, scaled_lr
+from core.specs import Hyperparameters, SpecError, resolve_hyperparameters, scaled_lr
 from workers.engine.optim import build_optimizer, kernel_flags
 
 
@@ -34,16 +34,42 @@ def test_the_optimizer_runs_at_the_scaled_rate():
     assert [group["lr"] for group in optimizer.param_groups] == [pytest.approx(0.04)] * 2
 
 
-def test_fused_kernels_only_for_cuda_parameters_foreach_on_the_cpu():
-    on_gpu = [SimpleNamespace(is_cuda=True), SimpleNamespace(is_cuda=True)]
-    assert kernel_flags(on_gpu) == {"fused": True}
-    assert kernel_flags([SimpleNamespace(is_cuda=True), SimpleNamespace(is_cuda=False)]) == {
-        "foreach": True
-    }
-    assert kernel_flags([torch.zeros(2)], fused=True) == {"fused": True}  # fp16 scaling asks
+def test_fused_kernels_where_the_device_has_them_foreach_elsewhere():
+    def on(*devices: str) -> list[SimpleNamespace]:
+        return [SimpleNamespace(device=torch.device(name)) for name in devices]
+
+    assert kernel_flags(on("cuda", "cuda")) == {"fused": True}
+    assert kernel_flags(on("cpu", "cpu")) == {"fused": True}
+    assert kernel_flags(on("cpu", "meta")) == {"foreach": True}
+    assert kernel_flags(on("meta"), fused=True) == {"fused": True}  # fp16 scaling asks
 
     for name in ("sgd", "adam", "adamw"):
-        hp = tiny_spec(optimizer=name).hyperparameters
+        hp = tiny_spec(optimizer=name, momentum=0.9 if name == "sgd" else 0.0).hyperparameters
         optimizer = build_optimizer(torch.nn.Linear(3, 2), hp)
         for group in optimizer.param_groups:
-            assert group["foreach"] is True and not group.get("fused")
+            assert group["fused"] is True and not group.get("foreach")
+
+
+def _weights_after_five_steps(hp: Hyperparameters, flags: dict[str, bool]) -> torch.Tensor:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8))
+    optimizer = build_optimizer(model, hp)
+    for group in optimizer.param_groups:
+        group.update({"fused": None, "foreach": None} | flags)
+    for step in range(5):
+        inputs = torch.randn(4, 6, generator=torch.Generator().manual_seed(step))
+        optimizer.zero_grad()
+        model(inputs).square().mean().backward()
+        optimizer.step()
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_fused_and_foreach_sgd_take_the_same_steps_on_the_cpu():
+    """The CPU's fused kernels change the speed, not the run: Nesterov SGD with weight decay
+    on weights only, as `recommended` trains, lands on the same weights to rounding."""
+    hp = resolve_hyperparameters("recommended", {"lr": 0.5})
+    fused = _weights_after_five_steps(hp, {"fused": True})
+    foreach = _weights_after_five_steps(hp, {"foreach": True})
+    still = _weights_after_five_steps(hp.model_copy(update={"lr": 1e-12}), {"fused": True})
+    assert torch.allclose(fused, foreach, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(fused, still, atol=1e-3)  # the steps did move the weights

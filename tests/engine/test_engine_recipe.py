@@ -14,7 +14,15 @@ from core.specs import SpecError, resolve_hyperparameters
 from models import build_model
 from models.preprocess import default_resize_size
 from workers.engine import train
-from workers.engine.augment import BatchTransform, Regularisers, box_masks, mix, mixing_draw
+from workers.engine.augment import (
+    BatchTransform,
+    Regularisers,
+    augment,
+    box_masks,
+    mix,
+    mixing_draw,
+    supersampling,
+)
 from workers.engine.data import (
     batch_plan,
     cached_square_size,
@@ -105,6 +113,20 @@ def test_smaller_training_crops_follow_the_fraction():
     assert small(batch).shape == (2, 3, 32, 32)  # evaluation at the full size
     with pytest.raises(SpecError, match="train_size_fraction"):
         resolve_hyperparameters("reference", {"train_size_fraction": 0.5})
+
+
+def test_crops_from_a_twice_larger_source_are_antialiased():
+    # A one-pixel checkerboard at the source's resolution, cropped whole to half its size with
+    # the samples on source pixel centres (shifted by half a pixel): bilinear sampling alone
+    # reads single pixels and turns it black (aliasing); the crop must average it to grey.
+    rows, cols = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    board = ((rows + cols) % 2).float().expand(2, 3, 64, 64)
+    half_pixel = 1 / 64  # normalised units: a source pixel is 2/64
+    whole_image = torch.tensor([[[1.0, 0.0, half_pixel], [0.0, 1.0, half_pixel]]]).expand(2, 2, 3)
+    assert supersampling(64, 32) == 2 and supersampling(36, 32) == 1
+    crops = augment(board, 32, whole_image, None)
+    assert crops.shape == (2, 3, 32, 32)
+    assert abs(crops.mean().item() - 0.5) < 0.01 and crops.std().item() < 0.05
 
 
 def test_ema_warms_up_then_averages_weights_and_batch_norm_statistics():

@@ -166,17 +166,30 @@ def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return inside_x & inside_y
 
 
+def supersampling(source: int, size: int) -> int:
+    """How many samples per output pixel (per side) a crop of `size` from `source`-px squares
+    takes: bilinear sampling reads only the 4 nearest source pixels, so a crop that shrinks
+    its source by 2x or more (a `crop_source_scale` cache) would alias; averaging k x k
+    samples per pixel is the antialiasing filter. 1 for the evaluation cache (72 -> 64)."""
+    return max(1, round(source / size))
+
+
 def augment(
     images: torch.Tensor, size: int, theta: torch.Tensor, jitter: torch.Tensor | None
 ) -> torch.Tensor:
     """Random resized crops of `size` from float NCHW images in [0, 1], then colour jitter."""
+    k = supersampling(images.shape[-1], size)
     grid = F.affine_grid(
-        theta.to(images.dtype), [images.shape[0], images.shape[1], size, size], align_corners=False
+        theta.to(images.dtype),
+        [images.shape[0], images.shape[1], size * k, size * k],
+        align_corners=False,
     )
     # Reflection rather than black borders where a rotated crop leaves the image.
     crops = F.grid_sample(
         images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
     )
+    if k > 1:
+        crops = F.avg_pool2d(crops, k)
     return crops if jitter is None else color_jitter(crops, jitter)
 
 

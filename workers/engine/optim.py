@@ -30,12 +30,17 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+# Devices with torch's fused optimiser kernels (one kernel per step over all parameters).
+FUSED_DEVICES = frozenset({"cpu", "cuda"})
+
+
 def kernel_flags(params: Iterable[torch.Tensor], fused: bool | None = None) -> dict[str, bool]:
-    """The optimiser implementation: `fused` (one kernel per step) for parameters on CUDA,
-    `foreach` (one op per kind of update over all tensors) on the CPU. `fused=True` forces the
-    fused kernels anywhere: under float16 loss scaling they skip an overflowed step on the
+    """The optimiser implementation: `fused` wherever the parameters' device has the kernels
+    (the CPU too: for ResNet-34's SGD step with Nesterov and weight decay, 17 against 53-73 ms
+    for `foreach` on 2 threads, a fifth of a 64 px training step), else `foreach`.
+    `fused=True` forces them: under float16 loss scaling they skip an overflowed step on the
     device, where the unfused path asks the host (a sync per step)."""
-    if fused or (fused is None and all(p.is_cuda for p in params)):
+    if fused or (fused is None and all(p.device.type in FUSED_DEVICES for p in params)):
         return {"fused": True}
     return {"foreach": True}
 

@@ -350,8 +350,8 @@ def _training_objects(
     hp = spec.hyperparameters
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     model = model.to(runtime.device).to(memory_format=memory_format)
-    # Fused on CUDA (by the parameters' device), and wherever fp16 scaling would otherwise
-    # make a step wait for the device; foreach on the CPU.
+    # Fused kernels (by the parameters' device), and wherever fp16 scaling would otherwise
+    # make a step wait for the device.
     optimizer = build_optimizer(model, hp, fused=True if runtime.fp16 else None)
     steps_per_epoch = len(batch_plan(train_size, hp.batch_size, torch.Generator()))
     ema = None
