@@ -1,6 +1,6 @@
 """What each part of a recipe adds: foodlab runs of one preset with named overrides, on real photos.
 
-    .venv/bin/python bench/recipe_parts.py --variant "lr=0.025" --variant "lr=0.025 ema_epochs=1"
+    .venv/bin/python -m bench.recipe_parts --variant "lr=0.025" --variant "lr=0.025 ema_epochs=1"
         [--data DIR] [--preset recommended] [--epochs 15] [--seeds 0 1 2] [--out DIR]
 
 Every variant is the preset (ResNet-34 from scratch, 64x64 unless `image_size=` says otherwise,
@@ -52,15 +52,16 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def overrides_of(variant: str) -> dict[str, str]:
+def overrides_of(variant: str) -> dict[str, str | None]:
     """'lr=0.025 warmup_steps=50' -> {'lr': '0.025', 'warmup_steps': '50'} (text: the preset's
-    field types convert them, as on the command line)."""
+    field types convert them, as on the command line); 'grad_clip=null' unsets a field
+    ('none' stays text: scheduler=none is a value)."""
     if variant == BASELINE:
         return {}
     pairs = [item.split("=", 1) for item in variant.split()]
     if any(len(pair) != 2 for pair in pairs):
         raise SystemExit(f"--variant {variant!r}: expected field=value pairs")
-    return dict(pairs)
+    return {field: None if value == "null" else value for field, value in pairs}
 
 
 def run_variant(args: argparse.Namespace, variant: str, seed: int, cache: Path) -> dict[str, Any]:

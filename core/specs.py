@@ -167,7 +167,7 @@ REFERENCE = Hyperparameters()
 # Why each choice is in README.md ("The recommended preset").
 RECOMMENDED = Hyperparameters(
     epochs=30,
-    lr=0.05,
+    lr=0.025,
     optimizer="sgd",
     momentum=0.9,
     nesterov=True,

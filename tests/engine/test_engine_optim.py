@@ -20,7 +20,7 @@ def test_lr_scales_linearly_for_sgd_and_by_the_square_root_for_adam():
     assert scaled_lr(0.05, 256, None, "sgd") == 0.05  # no reference: lr as given
 
     hp = resolve_hyperparameters("recommended", {"batch_size": 256, "reference_batch_size": 32})
-    assert hp.lr == 0.05 and hp.effective_lr == pytest.approx(0.4)
+    assert hp.lr == 0.025 and hp.effective_lr == pytest.approx(0.2)
     with pytest.raises(SpecError, match="above 10") as error:
         resolve_hyperparameters(
             "reference", {"lr": 1.0, "batch_size": 4096, "reference_batch_size": 8}
