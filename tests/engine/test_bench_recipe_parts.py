@@ -1,10 +1,15 @@
 """bench/recipe_parts.py: variants parse into overrides the preset validates, and the table
-compares each variant with the baseline over the seeds both ran."""
+compares each variant with the baseline over the seeds both ran; bench/recipe.py --reuse
+keeps an earlier run's other kinds."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from bench.recipe import earlier_runs
 from bench.recipe_parts import BASELINE, markdown, overrides_of
 from core.specs import resolve_hyperparameters
 
@@ -41,3 +46,21 @@ def test_the_table_compares_with_the_baseline_over_shared_seeds_only():
     assert "| +6.0 |" in rows["`lr=0.05`"]
     assert "| - |" in rows["`lr=0.1`"] and "| 70.0% |" in rows["`lr=0.1`"]
     assert "| 55.0% | 50.0 / 60.0 |" in rows[f"`{BASELINE}`"]
+
+
+def test_a_rerun_of_one_kind_keeps_the_others_and_the_script_budgets(tmp_path: Path):
+    earlier = {
+        "context": {"seeds": [0, 1]},
+        "runs": {
+            "script": [{"seconds": 300.0}, {"seconds": 320.0}],
+            "same_time": [{"epochs": 22}, {"epochs": 23}],
+            "epochs15": [{"epochs": 15}, {"epochs": 15}],
+            "plain15": [],
+        },
+    }
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(earlier))
+    kept = earlier_runs(path, ["same_time"])
+    assert set(kept) == {"script", "epochs15", "plain15"}
+    assert kept["script"][1] == {"seconds": 320.0} and kept["plain15"] == {}
+    assert set(earlier_runs(path, ["script", "same_time"])) == {"script", "epochs15", "plain15"}
