@@ -67,7 +67,11 @@ def test_two_epochs_write_metrics_checkpoints_and_bundle(
 
 @pytest.mark.slow
 def test_loss_goes_down_on_an_easy_dataset(easy_data: Path, tmp_path: Path, runs: Path):
-    spec = tiny_spec(optimizer="adam", lr=1e-3)
+    # float32: 6 steps are too few for a result that holds in every precision. On an AMX CPU,
+    # bf16 fitted the training set (loss 0.03) yet scored 0.5 in eval mode, likely BatchNorm's
+    # running statistics lagging after 6 updates (not checked further). bf16 training has its
+    # own tests (test_engine_precision.py).
+    spec = tiny_spec(optimizer="adam", lr=1e-3, precision="float32")
     result = train(spec, easy_data, runs / "run", cache_dir=tmp_path / "cache")
     losses = [m.train_loss for m in result.epochs]
     assert losses[-1] < losses[0]
