@@ -262,15 +262,15 @@ def epochs_in_budget(
 
 
 def earlier_runs(path: Path, rerun: list[str]) -> dict[str, dict[int, dict[str, Any]]]:
-    """The runs of an earlier results file, by kind and seed, for the kinds not run again (and
-    the script's, whose wall-clock is the same-time budget): redo one kind against the very
-    same other runs."""
+    """The runs of an earlier results file, by kind and seed, for the kinds not run again (the
+    script's among them give the same-time budgets): redo one kind against the very same other
+    runs."""
     payload = json.loads(path.read_text())
     seeds = payload["context"]["seeds"]
     return {
         kind: dict(zip(seeds, items, strict=False))
         for kind, items in payload["runs"].items()
-        if kind not in rerun or kind == "script"
+        if kind not in rerun
     }
 
 
