@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 from core.specs import resolve_hyperparameters
 from models import build_model
 from workers.engine.optim import build_optimizer
-from workers.engine.runtime import available_cpus
+from workers.engine.runtime import available_cpus, cpu_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KERNELS = {"fused": {"fused": True, "foreach": None}, "foreach": {"fused": None, "foreach": True}}
@@ -64,7 +63,7 @@ def main() -> None:
     ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
     payload = {
         "threads": args.threads,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "torch": torch.__version__,
         "ms_per_step": ms,
         "rounds_ms": {name: [1000 * v for v in values] for name, values in times.items()},

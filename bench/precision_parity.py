@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -26,7 +25,7 @@ import torch
 from bench.recipe import train_in_temp_folder
 from core.specs import ArchitectureSpec, TrainSpec, resolve_hyperparameters
 from models.inference import cpu_has_native_bf16
-from workers.engine.runtime import available_cpus
+from workers.engine.runtime import available_cpus, cpu_name
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "indonesian-snacks"
@@ -138,7 +137,7 @@ def main() -> None:
         "seeds": args.seeds,
         "threads": args.threads,
         "cpus": available_cpus(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "native_bf16": cpu_has_native_bf16(),
         "load_before": [round(x, 1) for x in os.getloadavg()],
         "torch": torch.__version__,

@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -44,7 +43,7 @@ from core.datasets import load_or_create_split, scan_dataset
 from core.specs import ArchitectureSpec, EpochMetrics, TrainSpec, resolve_hyperparameters
 from models.preprocess import IMAGENET_MEAN, IMAGENET_STD, default_resize_size
 from workers.engine import RunResult, TrainingCallback, train
-from workers.engine.runtime import available_cpus
+from workers.engine.runtime import PRECISION_NAMES, available_cpus, compute_dtype, cpu_name
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "food101-dev5"
@@ -331,8 +330,8 @@ def markdown(stats: dict[str, Any], checks: dict[str, float], context: dict[str,
         f"{context['data']} ({context['train_size']} training / {context['val_size']} "
         f"validation photos, same split; {context['test_size']} held out); seeds "
         f"{context['seeds']}; {context['threads']} threads on {context['cpus']} CPUs "
-        f"({context['cpu']}); load average at the start "
-        f"{context['load_before']}" + ".",
+        f"({context['cpu']}); foodlab in {context['foodlab_precision']}, the "
+        f"script in float32; load average at the start {context['load_before']}.",
         "",
         "| run | epochs | wall-clock s | best val accuracy (mean ± std) | test accuracy |",
         "|---|---:|---:|---:|---:|",
@@ -378,7 +377,9 @@ def main() -> None:
         "seeds": args.seeds,
         "threads": args.threads,
         "cpus": available_cpus(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
+        # What `precision: auto` trains foodlab's runs in here (the script stays float32).
+        "foodlab_precision": PRECISION_NAMES[compute_dtype("auto", torch.device("cpu"))],
         "load_before": [round(x, 1) for x in os.getloadavg()],
         "torch": torch.__version__,
         "preset": args.preset,
