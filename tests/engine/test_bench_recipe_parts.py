@@ -1,6 +1,7 @@
 """bench/recipe_parts.py: variants parse into overrides the preset validates, and the table
 compares each variant with the baseline over the seeds both ran; bench/recipe.py --reuse
-keeps an earlier run's other kinds."""
+keeps an earlier run's other kinds, and a same-time run counts only what it reached within the
+script's time."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.recipe import earlier_runs
+from bench.recipe import best_within, earlier_runs, epoch_ends, summary
 from bench.recipe_parts import BASELINE, markdown, overrides_of
 from core.specs import resolve_hyperparameters
 
@@ -64,3 +65,29 @@ def test_a_rerun_of_one_kind_keeps_the_others_and_the_script_budgets(tmp_path: P
     assert set(kept) == {"script", "epochs15", "plain15"}
     assert kept["script"][1] == {"seconds": 320.0} and kept["plain15"] == {}
     assert set(earlier_runs(path, ["script", "same_time"])) == {"epochs15", "plain15"}
+
+
+def test_a_same_time_run_counts_only_the_epochs_that_ended_within_the_budget():
+    run = {
+        "val_accuracy": [0.30, 0.55, 0.50, 0.60],
+        "epoch_ends": [50.0, 100.0, 150.0, 201.0],  # the last epoch overran a 200 s budget
+        "best_val_accuracy": 0.60,
+        "seconds": 205.0,
+        "epochs": 4,
+    }
+    assert best_within(run, 200.0) == 0.55
+    assert best_within(run, 201.0) == 0.60
+    assert best_within(run, 40.0) is None
+    on_time = run | {"best_val_within_budget": best_within(run, 200.0)}
+    late = run | {"best_val_within_budget": best_within(run, 40.0)}  # nothing in time: 0
+    stats = summary([on_time, late])
+    assert stats is not None and stats["within_budget_mean"] == pytest.approx(0.275)
+    assert stats["mean"] == pytest.approx(0.60)
+    assert summary([run])["within_budget_mean"] is None  # type: ignore[index]  # older files
+
+
+def test_a_run_recorded_without_epoch_ends_counts_only_epochs_that_surely_ended_in_time():
+    # 205 s in all, 48 s per epoch: epoch k ended at the latest 205 s less the later epochs.
+    run = {"val_accuracy": [0.30, 0.55, 0.50, 0.60], "seconds": 205.0, "epoch_seconds": [48.0] * 4}
+    assert epoch_ends(run) == [61.0, 109.0, 157.0, 205.0]
+    assert best_within(run, 200.0) == 0.55
