@@ -18,8 +18,9 @@ run: $(STAMP)
 	$(BIN)/foodlab db upgrade
 	$(BIN)/foodlab up
 
+# The slowest tests are listed at the end, so a CI log shows where its minutes went.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=30 $(PYTEST_ARGS)
 
 # The edit-test loop: no worker processes, databases other than SQLite, browser or
 # torch.compile; tests that take more than a few seconds are marked slow and left out. One

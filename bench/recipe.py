@@ -82,8 +82,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--reuse",
         type=Path,
-        help="an earlier results file: its runs of the kinds not in --runs are kept, and its "
-        "script runs give the same-time budgets",
+        help="an earlier results file: its runs are kept for every seed and kind not run now "
+        "(so new --seeds extend it), and its script runs give the same-time budgets",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args()
@@ -179,6 +179,7 @@ def run_script(args: argparse.Namespace, seed: int, split: Any, scan: Any) -> di
     assert best_state is not None
     model.load_state_dict(best_state)
     return {
+        "seed": seed,
         "epochs": args.epochs,
         "seconds": seconds,
         "val_accuracy": accuracies,
@@ -220,6 +221,7 @@ def run_foodlab(
     accuracies = [m.val_accuracy for m in result.epochs]
     print(f"foodlab {arch} seed {seed} {epochs} epochs: best {max(accuracies):.3f}", flush=True)
     return {
+        "seed": seed,
         "arch": arch,
         "epochs": epochs,
         "seconds": seconds,
@@ -277,17 +279,34 @@ def best_within(run: dict[str, Any], budget: float) -> float | None:
 # --- report -----------------------------------------------------------------------------------
 
 
-def earlier_runs(path: Path, rerun: list[str]) -> dict[str, dict[int, dict[str, Any]]]:
-    """The runs of an earlier results file, by kind and seed, for the kinds not run again (the
-    script's among them give the same-time budgets): redo one kind against the very same other
-    runs."""
+def earlier_runs(path: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """The runs of an earlier results file, by kind and seed (files written before runs named
+    their seed list them in the order of the context's seeds)."""
     payload = json.loads(path.read_text())
     seeds = payload["context"]["seeds"]
     return {
-        kind: dict(zip(seeds, items, strict=False))
+        kind: {run.get("seed", seed): run for seed, run in zip(seeds, items, strict=False)}
         for kind, items in payload["runs"].items()
-        if kind not in rerun
     }
+
+
+def seeds_to_report(seeds: list[int], earlier: dict[str, dict[int, dict[str, Any]]]) -> list[int]:
+    """The seeds run now and those of an earlier file: new seeds extend the file, and a kind
+    redone for some seeds is compared with the very same other runs."""
+    return sorted(set(seeds).union(*(by_seed.keys() for by_seed in earlier.values())))
+
+
+def runs_to_do(
+    seed: int, args: argparse.Namespace, earlier: dict[str, dict[int, dict[str, Any]]]
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """For one seed: the kinds to run now, and the earlier runs kept for the other kinds."""
+    fresh = [kind for kind in args.runs if seed in args.seeds]
+    kept = {
+        kind: by_seed[seed]
+        for kind, by_seed in earlier.items()
+        if seed in by_seed and kind not in fresh
+    }
+    return fresh, kept
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -299,6 +318,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     # reached in time counts as 0); older results files lack it.
     within = [r["best_val_within_budget"] or 0.0 for r in runs if "best_val_within_budget" in r]
     return {
+        "seeds": [r["seed"] for r in runs],
         "mean": statistics.fmean(best),
         "within_budget_mean": statistics.fmean(within) if len(within) == len(runs) else None,
         "std": statistics.stdev(best) if len(best) > 1 else 0.0,
@@ -308,30 +328,44 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def counted_accuracy(run: dict[str, Any]) -> float:
+    """What a run scores in a check: a same-time run its best within the script's time
+    (nothing in time: 0), any other (and a same-time run of an older file) its best."""
+    if "best_val_within_budget" in run:
+        return run["best_val_within_budget"] or 0.0
+    return run["best_val_accuracy"]
+
+
+def paired_gain(better: list[dict[str, Any]], worse: list[dict[str, Any]]) -> float | None:
+    """The mean, over the seeds both kinds ran, of each seed's difference in counted accuracy:
+    a seed's runs share its split of the noise, so a kind run on more seeds is not compared
+    with the other's luckier or unluckier ones."""
+    by_seed = {run["seed"]: run for run in worse}
+    pairs = [(run, by_seed[run["seed"]]) for run in better if run["seed"] in by_seed]
+    if not pairs:
+        return None
+    return statistics.fmean(counted_accuracy(a) - counted_accuracy(b) for a, b in pairs)
+
+
+CHECKS = {  # name: (the kind that should score higher, the other, the target gain)
+    "same_time_minus_script": ("same_time", "script", TARGET_POINTS),
+    "epochs15_minus_script": ("epochs15", "script", 0.0),
+    "resnet_minus_plain": ("epochs15", "plain15", 0.0),
+}
+
+
 def write_results(
     args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], context: dict[str, Any]
 ) -> None:
     stats = {name: summary(items) for name, items in runs.items()}
-    checks = {}
-    if stats["script"] and stats["same_time"]:
-        same_time = stats["same_time"]["within_budget_mean"]
-        if same_time is None:  # an older results file
-            same_time = stats["same_time"]["mean"]
-        checks["same_time_minus_script"] = same_time - stats["script"]["mean"]
-    if stats["script"] and stats["epochs15"]:
-        checks["epochs15_minus_script"] = stats["epochs15"]["mean"] - stats["script"]["mean"]
-    if stats["epochs15"] and stats["plain15"]:
-        checks["resnet_minus_plain"] = stats["epochs15"]["mean"] - stats["plain15"]["mean"]
+    gains = {name: paired_gain(runs[a], runs[b]) for name, (a, b, _) in CHECKS.items()}
+    checks = {name: gain for name, gain in gains.items() if gain is not None}
     payload = {
         "context": context,
         "summary": stats,
         "checks": checks,
         "runs": runs,
-        "targets": {
-            "same_time_minus_script": TARGET_POINTS,
-            "epochs15_minus_script": 0.0,
-            "resnet_minus_plain": 0.0,
-        },
+        "targets": {name: target for name, (_, _, target) in CHECKS.items()},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "recipe.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -357,15 +391,16 @@ def markdown(stats: dict[str, Any], checks: dict[str, float], context: dict[str,
         f"({context['cpu']}); foodlab in {context['foodlab_precision']}, the "
         f"script in float32; load average at the start {context['load_before']}.",
         "",
-        "| run | epochs | wall-clock s | best val accuracy (mean ± std) | test accuracy |",
-        "|---|---:|---:|---:|---:|",
+        "| run | seeds | epochs | wall-clock s | best val accuracy (mean ± std) | test accuracy |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for name, label in LABELS.items():
         item = stats[name]
         if item:
             test = "-" if item["test_mean"] is None else f"{100 * item['test_mean']:.1f}%"
             lines.append(
-                f"| {label.format(preset=context['preset'])} | {item['epochs']:.0f} | "
+                f"| {label.format(preset=context['preset'])} | "
+                f"{', '.join(map(str, item['seeds']))} | {item['epochs']:.0f} | "
                 f"{item['seconds']:.0f} | {100 * item['mean']:.1f}% ± "
                 f"{100 * item['std']:.1f} | {test} |"
             )
@@ -376,15 +411,19 @@ def markdown(stats: dict[str, Any], checks: dict[str, float], context: dict[str,
             f"(t) counted only over the epochs that ended within each seed's script time: "
             f"{100 * within:.1f}% (the check below uses this).",
         ]
-    rerun = [k for k in LABELS if stats[k] and k not in context.get("reused", {}).get("kinds", [])]
     if "reused" in context:
-        lines += [
-            "",
-            f"Runs of kinds {', '.join(context['reused']['kinds'])} are those of an earlier run "
-            f"({context['reused']['from']})"
-            + ("; the others were run again." if rerun else " (reported again)."),
-        ]
-    lines += ["", "| check | points | target |", "|---|---:|---:|"]
+        kept = "; ".join(
+            f"{kind} seeds {', '.join(map(str, seeds))}"
+            for kind, seeds in context["reused"]["seeds"].items()
+        )
+        lines += ["", f"Runs kept from an earlier run ({context['reused']['from']}): {kept}."]
+    lines += [
+        "",
+        "Each check is the mean over the seeds both kinds ran of the seed's difference.",
+        "",
+        "| check | points | target |",
+        "|---|---:|---:|",
+    ]
     names = {
         "same_time_minus_script": ("(t) - (s)", ">= +8"),
         "epochs15_minus_script": ("(e) - (s)", ">= 0"),
@@ -421,22 +460,32 @@ def main() -> None:
         "test_size": len(split.test),
     }
     runs: dict[str, list[dict[str, Any]]] = {key: [] for key in LABELS}
-    reused = earlier_runs(args.reuse, args.runs) if args.reuse else {}
-    if reused:
-        earlier = json.loads(args.reuse.read_text())["context"]
+    earlier = earlier_runs(args.reuse) if args.reuse else {}
+    if earlier:
+        earlier_context = json.loads(args.reuse.read_text())["context"]
         # No runs at all only reports the earlier file again: its context is the runs' own.
-        kept = earlier if not args.runs else {k: v for k, v in earlier.items() if "budget" in k}
-        kinds = sorted(kind for kind, by_seed in reused.items() if by_seed)
-        context |= kept | {"reused": {"from": str(args.reuse), "kinds": kinds}}
+        context |= (
+            earlier_context
+            if not args.runs
+            else {k: v for k, v in earlier_context.items() if "budget" in k}
+        )
+    context["seeds"] = seeds_to_report(args.seeds, earlier)
+    reused: dict[str, list[int]] = {}
     try:
-        for seed in args.seeds:
-            script = reused.get("script", {}).get(seed)
-            if "script" in args.runs:
+        for seed in context["seeds"]:
+            fresh, kept = runs_to_do(seed, args, earlier)
+            for kind, run in kept.items():
+                run.setdefault("seed", seed)
+                reused.setdefault(kind, []).append(seed)
+            if reused:
+                context["reused"] = {"from": str(args.reuse), "seeds": reused}
+            script = kept.get("script")
+            if "script" in fresh:
                 script = run_script(args, seed, split, scan)
             if script is not None:
                 runs["script"].append(script)
                 write_results(args, runs, context)
-            if "same_time" in args.runs and script is not None:
+            if "same_time" in fresh and script is not None:
                 shutil.rmtree(cache / "images", ignore_errors=True)  # rebuilt inside the budget
                 epochs, fixed = epochs_in_budget(args, seed, script["seconds"], cache)
                 context[f"seed{seed}_budget"] = {
@@ -447,15 +496,15 @@ def main() -> None:
                 run = run_foodlab(args, seed, "resnet34", epochs, cache)
                 run["best_val_within_budget"] = best_within(run, script["seconds"])
                 runs["same_time"].append(run)
-            elif seed in reused.get("same_time", {}) and script is not None:
-                run = reused["same_time"][seed]
+            elif "same_time" in kept and script is not None:
+                run = kept["same_time"]
                 run["best_val_within_budget"] = best_within(run, script["seconds"])
                 runs["same_time"].append(run)
             for key, arch in (("epochs15", "resnet34"), ("plain15", "plain34")):
-                if key in args.runs:
+                if key in fresh:
                     runs[key].append(run_foodlab(args, seed, arch, args.epochs, cache))
-                elif seed in reused.get(key, {}):
-                    runs[key].append(reused[key][seed])
+                elif key in kept:
+                    runs[key].append(kept[key])
             write_results(args, runs, context)
     finally:
         shutil.rmtree(home, ignore_errors=True)

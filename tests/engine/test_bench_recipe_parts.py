@@ -6,11 +6,20 @@ script's time."""
 from __future__ import annotations
 
 import json
+from argparse import Namespace
 from pathlib import Path
 
 import pytest
 
-from bench.recipe import best_within, earlier_runs, epoch_ends, summary
+from bench.recipe import (
+    best_within,
+    earlier_runs,
+    epoch_ends,
+    paired_gain,
+    runs_to_do,
+    seeds_to_report,
+    summary,
+)
 from bench.recipe_parts import BASELINE, markdown, overrides_of
 from core.specs import resolve_hyperparameters
 
@@ -49,7 +58,8 @@ def test_the_table_compares_with_the_baseline_over_shared_seeds_only():
     assert "| 55.0% | 50.0 / 60.0 |" in rows[f"`{BASELINE}`"]
 
 
-def test_a_rerun_of_one_kind_keeps_the_others_and_the_script_budgets(tmp_path: Path):
+def _earlier_file(tmp_path: Path) -> Path:
+    """A results file of seeds 0 and 1, written before runs named their seed."""
     earlier = {
         "context": {"seeds": [0, 1]},
         "runs": {
@@ -61,14 +71,44 @@ def test_a_rerun_of_one_kind_keeps_the_others_and_the_script_budgets(tmp_path: P
     }
     path = tmp_path / "recipe.json"
     path.write_text(json.dumps(earlier))
-    kept = earlier_runs(path, ["same_time"])
-    assert set(kept) == {"script", "epochs15", "plain15"}
-    assert kept["script"][1] == {"seconds": 320.0} and kept["plain15"] == {}
-    assert set(earlier_runs(path, ["script", "same_time"])) == {"epochs15", "plain15"}
+    return path
+
+
+def test_a_rerun_of_one_kind_keeps_the_others_and_the_script_budgets(tmp_path: Path):
+    earlier = earlier_runs(_earlier_file(tmp_path))
+    assert earlier["script"][1] == {"seconds": 320.0} and earlier["plain15"] == {}
+    args = Namespace(seeds=[0, 1], runs=["same_time"])
+    fresh, kept = runs_to_do(1, args, earlier)
+    assert fresh == ["same_time"] and set(kept) == {"script", "epochs15"}
+    assert kept["script"] == {"seconds": 320.0}
+
+
+def test_new_seeds_extend_an_earlier_file_and_keep_its_seeds_runs(tmp_path: Path):
+    earlier = earlier_runs(_earlier_file(tmp_path))
+    args = Namespace(seeds=[2, 3], runs=["script", "same_time"])
+    assert seeds_to_report(args.seeds, earlier) == [0, 1, 2, 3]
+    fresh, kept = runs_to_do(0, args, earlier)  # an earlier seed: all its runs kept
+    assert fresh == [] and set(kept) == {"script", "same_time", "epochs15"}
+    fresh, kept = runs_to_do(3, args, earlier)  # a new seed: only what is asked for
+    assert fresh == ["script", "same_time"] and kept == {}
+
+
+def test_checks_pair_each_seed_with_the_same_seed_of_the_other_kind():
+    script = [{"seed": s, "best_val_accuracy": a} for s, a in [(0, 0.50), (1, 0.56), (2, 0.44)]]
+    # Same-time runs score what they reached in time; seed 2 reached nothing in time.
+    same_time = [
+        {"seed": 0, "best_val_accuracy": 0.62, "best_val_within_budget": 0.60},
+        {"seed": 2, "best_val_accuracy": 0.58, "best_val_within_budget": None},
+    ]
+    epochs15 = [{"seed": 1, "best_val_accuracy": 0.57}]  # an older run: no within-budget key
+    assert paired_gain(same_time, script) == pytest.approx(((0.60 - 0.50) + (0.0 - 0.44)) / 2)
+    assert paired_gain(epochs15, script) == pytest.approx(0.01)
+    assert paired_gain(epochs15, same_time) is None  # no seed in common
 
 
 def test_a_same_time_run_counts_only_the_epochs_that_ended_within_the_budget():
     run = {
+        "seed": 0,
         "val_accuracy": [0.30, 0.55, 0.50, 0.60],
         "epoch_ends": [50.0, 100.0, 150.0, 201.0],  # the last epoch overran a 200 s budget
         "best_val_accuracy": 0.60,
